@@ -1,0 +1,7 @@
+from rest_framework.routers import SimpleRouter
+
+from apps.connectors.api import views
+
+router = SimpleRouter()
+router.register("channels", views.ChannelViewSet, basename="channel")
+urlpatterns = router.urls

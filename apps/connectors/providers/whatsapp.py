@@ -1,0 +1,340 @@
+"""WhatsApp Cloud API (Graph API): webhooks in, /{phone-number-id}/messages out.
+
+Credentials: access_token, app_secret, phone_number_id, waba_id.
+Settings: base_url (default https://graph.facebook.com), api_version (default v21.0).
+"""
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+
+import httpx
+from django.http import HttpResponse
+
+from apps.connectors.base import (
+    HTTP_TIMEOUT,
+    Connector,
+    ErrorClass,
+    InboundMessage,
+    MediaFile,
+    OutboundMessage,
+    ParseError,
+    ProviderError,
+    SendResult,
+    StatusUpdate,
+)
+
+MB = 1024 * 1024
+MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+
+# Error codes from Meta's documentation, by what Parley should do about them (CHANNELS.md).
+ERROR_CLASSES = {
+    **dict.fromkeys(("130429", "131056", "4", "80007", "131000", "131016", "2"), ErrorClass.RETRY),
+    "131047": ErrorClass.NEEDS_TEMPLATE,
+    **dict.fromkeys(("131026", "131049", "131050", "131051"), ErrorClass.STOP_RECIPIENT),
+    **dict.fromkeys(
+        ("132000", "132001", "132005", "132007", "132012", "132015", "132016"),
+        ErrorClass.FIX_TEMPLATE,
+    ),
+    **dict.fromkeys(("190", "10", "200", "131005", "131031"), ErrorClass.CREDENTIALS),
+}
+
+
+def classify(code: str, http_status: int | None = None) -> ErrorClass:
+    if code in ERROR_CLASSES:
+        return ERROR_CLASSES[code]
+    if http_status is not None and (http_status >= 500 or http_status == 429):
+        return ErrorClass.RETRY
+    return ErrorClass.FATAL
+
+
+def _timestamp(value) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (TypeError, ValueError):
+        return datetime.now(tz=UTC)
+
+
+class WhatsAppConnector(Connector):
+    kind = "whatsapp"
+    reply_window_hours = 24
+    size_limits = {
+        "image": 5 * MB,
+        "video": 16 * MB,
+        "audio": 16 * MB,
+        "sticker": 500 * 1024,
+        "document": 100 * MB,
+    }
+
+    # Requests -----------------------------------------------------------------------------
+
+    def handshake(self, channel, request) -> HttpResponse:
+        params = request.GET
+        token = params.get("hub.verify_token", "")
+        if params.get("hub.mode") == "subscribe" and hmac.compare_digest(token, channel.verify_token):
+            return HttpResponse(params.get("hub.challenge", ""), content_type="text/plain")
+        return HttpResponse("verify token mismatch", status=403, content_type="text/plain")
+
+    def verify(self, channel, raw_body: bytes, headers) -> bool:
+        secret = channel.credentials.get("app_secret", "")
+        signature = headers.get("X-Hub-Signature-256", "")
+        if not secret or not signature.startswith("sha256="):
+            return False
+        expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.removeprefix("sha256="), expected)
+
+    # Parsing ------------------------------------------------------------------------------
+
+    def parse(self, channel, raw_body: bytes) -> list:
+        try:
+            envelope = json.loads(raw_body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ParseError(f"not JSON: {error}") from error
+        if not isinstance(envelope, dict) or envelope.get("object") != "whatsapp_business_account":
+            raise ParseError("not a whatsapp_business_account webhook")
+        events = []
+        for entry in envelope.get("entry") or []:
+            for change in entry.get("changes") or []:
+                if change.get("field") != "messages":
+                    continue  # account updates, template status, etc. are not conversations
+                events.extend(self._parse_value(change.get("value") or {}))
+        return events
+
+    def _parse_value(self, value: dict) -> list:
+        names = {c.get("wa_id"): (c.get("profile") or {}).get("name", "") for c in value.get("contacts") or []}
+        events = [self._parse_message(m, names) for m in value.get("messages") or []]
+        events += [self._parse_status(s) for s in value.get("statuses") or []]
+        return events
+
+    def _parse_message(self, message: dict, names: dict) -> InboundMessage:
+        try:
+            sender, provider_id, kind = (
+                message["from"],
+                message["id"],
+                message.get("type", "unsupported"),
+            )
+        except (KeyError, TypeError) as error:
+            raise ParseError(f"message without {error}") from error
+        common = {
+            "provider_id": provider_id,
+            "sender_id": sender,
+            "sender_name": names.get(sender, ""),
+            "sender_phone": f"+{sender}",
+            "timestamp": _timestamp(message.get("timestamp")),
+            "reply_to_provider_id": (message.get("context") or {}).get("id", ""),
+        }
+        referral = {"referral": message["referral"]} if message.get("referral") else {}
+        body = message.get(kind) if isinstance(message.get(kind), dict) else {}
+        if kind == "text":
+            return InboundMessage(kind="text", text=body.get("body", ""), payload=referral, **common)
+        if kind in MEDIA_TYPES:
+            media = {key: body.get(key, "") for key in ("id", "mime_type", "sha256", "filename", "caption")}
+            media["type"] = kind
+            return InboundMessage(kind="media", text=body.get("caption", ""), media=media, payload=referral, **common)
+        if kind == "interactive":
+            reply = body.get("button_reply") or body.get("list_reply") or body.get("nfm_reply") or {}
+            payload = {
+                "reply_id": reply.get("id", ""),
+                "title": reply.get("title", ""),
+                "type": body.get("type", ""),
+            }
+            return InboundMessage(kind="interactive", text=reply.get("title", ""), payload=payload, **common)
+        if kind == "button":
+            payload = {
+                "reply_id": body.get("payload", ""),
+                "title": body.get("text", ""),
+                "type": "button",
+            }
+            return InboundMessage(kind="interactive", text=body.get("text", ""), payload=payload, **common)
+        if kind == "location":
+            return InboundMessage(
+                kind="location",
+                text=body.get("name", "") or body.get("address", ""),
+                payload=body,
+                **common,
+            )
+        if kind == "reaction":
+            payload = {"emoji": body.get("emoji", ""), "message_id": body.get("message_id", "")}
+            return InboundMessage(kind="reaction", text=payload["emoji"], payload=payload, **common)
+        if kind == "contacts":
+            return InboundMessage(kind="contacts", payload={"contacts": message.get("contacts", [])}, **common)
+        # order, system, unsupported and anything Meta adds later: kept whole, never a crash.
+        return InboundMessage(kind="unsupported", payload={"type": kind, "raw": message}, **common)
+
+    def _parse_status(self, status: dict) -> StatusUpdate:
+        try:
+            provider_id, state = status["id"], status["status"]
+        except (KeyError, TypeError) as error:
+            raise ParseError(f"status without {error}") from error
+        errors = status.get("errors") or [{}]
+        first = errors[0] if isinstance(errors[0], dict) else {}
+        details = (first.get("error_data") or {}).get("details", "")
+        return StatusUpdate(
+            provider_id=provider_id,
+            state=state,
+            timestamp=_timestamp(status.get("timestamp")),
+            recipient_id=status.get("recipient_id", ""),
+            error_code=str(first.get("code", "")) if first else "",
+            error_reason=" — ".join(
+                part for part in (first.get("title", ""), details or first.get("message", "")) if part
+            ),
+            opaque=status.get("biz_opaque_callback_data", ""),
+        )
+
+    # Sending ------------------------------------------------------------------------------
+
+    def _url(self, channel, path: str) -> str:
+        base = channel.settings.get("base_url", "https://graph.facebook.com").rstrip("/")
+        version = channel.settings.get("api_version", "v21.0")
+        return f"{base}/{version}/{path.lstrip('/')}"
+
+    def _headers(self, channel) -> dict:
+        return {"Authorization": f"Bearer {channel.credentials.get('access_token', '')}"}
+
+    def body_for(self, message: OutboundMessage) -> dict:
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": message.recipient_id,
+        }
+        if message.reply_to_provider_id:
+            body["context"] = {"message_id": message.reply_to_provider_id}
+        if message.opaque:
+            body["biz_opaque_callback_data"] = message.opaque
+        if message.kind == "text":
+            body.update(type="text", text={"body": message.text, "preview_url": True})
+        elif message.kind == "media":
+            body.update(self._media_body(message))
+        elif message.kind == "interactive":
+            body.update(type="interactive", interactive=self._interactive(message))
+        elif message.kind == "template":
+            body.update(type="template", template=message.payload["template"])
+        elif message.kind == "location":
+            body.update(type="location", location=message.payload)
+        elif message.kind == "reaction":
+            body.update(type="reaction", reaction=message.payload)
+        else:
+            raise ProviderError(ErrorClass.FATAL, "unsupported_kind", f"WhatsApp cannot send {message.kind}")
+        return body
+
+    def _media_body(self, message: OutboundMessage) -> dict:
+        media = message.media or {}
+        family = (media.get("mime_type") or "").split("/")[0]
+        media_type = family if family in ("image", "video", "audio") else "document"
+        ref = {"id": media["provider_media_id"]} if media.get("provider_media_id") else {"link": media.get("url", "")}
+        if message.text and media_type != "audio":
+            ref["caption"] = message.text
+        if media_type == "document" and media.get("filename"):
+            ref["filename"] = media["filename"]
+        return {"type": media_type, media_type: ref}
+
+    def _interactive(self, message: OutboundMessage) -> dict:
+        """Options become reply buttons (up to 3, titles ≤ 20) or a list (up to 10 rows)."""
+        options = message.payload.get("options", [])
+        body = {"text": message.text[:1024] or "…"}
+        if len(options) <= 3:
+            buttons = [{"type": "reply", "reply": {"id": o["id"][:256], "title": o["title"][:20]}} for o in options]
+            return {"type": "button", "body": body, "action": {"buttons": buttons}}
+        rows = [
+            {
+                "id": o["id"][:200],
+                "title": o["title"][:24],
+                **({"description": o["description"][:72]} if o.get("description") else {}),
+            }
+            for o in options[:10]
+        ]
+        button = (message.payload.get("button") or "Choose")[:20]
+        return {
+            "type": "list",
+            "body": body,
+            "action": {"button": button, "sections": [{"title": button[:24], "rows": rows}]},
+        }
+
+    def send(self, channel, message: OutboundMessage) -> SendResult:
+        if message.kind == "media" and (message.media or {}).get("content") is not None:
+            message = self._with_uploaded_media(channel, message)
+        path = f"{channel.credentials.get('phone_number_id', '')}/messages"
+        data = self._post(channel, path, json=self.body_for(message))
+        try:
+            return SendResult(provider_id=data["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError) as error:
+            raise ProviderError(ErrorClass.RETRY, "bad_response", f"unexpected answer: {data!r:.200}") from error
+
+    def _with_uploaded_media(self, channel, message: OutboundMessage) -> OutboundMessage:
+        media = dict(message.media)
+        content = media.pop("content")
+        files = {
+            "file": (
+                media.get("filename") or "file",
+                content,
+                media.get("mime_type") or "application/octet-stream",
+            )
+        }
+        path = f"{channel.credentials.get('phone_number_id', '')}/media"
+        data = self._post(
+            channel,
+            path,
+            data={"messaging_product": "whatsapp", "type": media.get("mime_type", "")},
+            files=files,
+        )
+        media["provider_media_id"] = data.get("id", "")
+        return OutboundMessage(**{**message.__dict__, "media": media})
+
+    def _post(self, channel, path: str, **kwargs) -> dict:
+        try:
+            response = httpx.post(
+                self._url(channel, path),
+                headers=self._headers(channel),
+                timeout=HTTP_TIMEOUT,
+                **kwargs,
+            )
+        except httpx.HTTPError as error:
+            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+        return self._answer(response)
+
+    def _answer(self, response: httpx.Response) -> dict:
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.is_success and isinstance(data, dict):
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        error = error if isinstance(error, dict) else {}
+        code = str(error.get("code", response.status_code))
+        detail = (error.get("error_data") or {}).get("details") or error.get("message") or response.reason_phrase
+        retry_after = (
+            float(response.headers["Retry-After"]) if response.headers.get("Retry-After", "").isdigit() else None
+        )
+        raise ProviderError(classify(code, response.status_code), code, str(detail), retry_after=retry_after)
+
+    # Media --------------------------------------------------------------------------------
+
+    def fetch_media(self, channel, media: dict, max_bytes: int) -> MediaFile:
+        """GET /{media-id} gives a short-lived URL; the file itself needs the same token."""
+        try:
+            meta = httpx.get(
+                self._url(channel, media["id"]),
+                headers=self._headers(channel),
+                timeout=HTTP_TIMEOUT,
+            )
+            info = self._answer(meta)
+            if int(info.get("file_size") or 0) > max_bytes:
+                raise ProviderError(ErrorClass.FATAL, "too_large", f"{info['file_size']} bytes")
+            with httpx.stream("GET", info["url"], headers=self._headers(channel), timeout=HTTP_TIMEOUT) as stream:
+                if not stream.is_success:
+                    raise ProviderError(
+                        classify("", stream.status_code),
+                        str(stream.status_code),
+                        "media download failed",
+                    )
+                content = b""
+                for chunk in stream.iter_bytes():
+                    content += chunk
+                    if len(content) > max_bytes:
+                        raise ProviderError(ErrorClass.FATAL, "too_large", f"over {max_bytes} bytes")
+        except httpx.HTTPError as error:
+            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+        mime = info.get("mime_type") or media.get("mime_type") or "application/octet-stream"
+        return MediaFile(content=content, mime_type=mime, filename=media.get("filename") or "")

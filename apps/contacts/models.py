@@ -1,0 +1,132 @@
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from apps.core.crypto import EncryptedTextField
+from apps.workspaces.models import WorkspaceScoped
+
+
+class Tag(WorkspaceScoped):
+    name = models.CharField(_("name"), max_length=80)
+    color = models.CharField(_("colour"), max_length=7, default="#3451d1")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="tag_unique_name")]
+        ordering = ["name"]
+        verbose_name = _("tag")
+        verbose_name_plural = _("tags")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CustomFieldDefinition(WorkspaceScoped):
+    class Type(models.TextChoices):
+        TEXT = "text", _("Text")
+        NUMBER = "number", _("Number")
+        DATE = "date", _("Date")
+        BOOLEAN = "boolean", _("Yes / no")
+        CHOICE = "choice", _("Choice")
+
+    key = models.SlugField(_("key"), max_length=60)
+    label = models.CharField(_("label"), max_length=120)
+    type = models.CharField(_("type"), max_length=8, choices=Type.choices, default=Type.TEXT)
+    choices = models.JSONField(_("choices"), default=list, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="custom_field_unique_key")]
+        ordering = ["label"]
+        verbose_name = _("custom field")
+        verbose_name_plural = _("custom fields")
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Contact(WorkspaceScoped):
+    """A customer (or supplier, courier): one person, however many channels they write on.
+
+    Name, phone and email are encrypted; `phone_index` and `email_index` are their blind
+    indexes (apps/core/crypto.py), which is how a returning customer is recognised."""
+
+    class Lifecycle(models.TextChoices):
+        LEAD = "lead", _("Lead")
+        CUSTOMER = "customer", _("Customer")
+        REPEAT = "repeat", _("Repeat customer")
+        CHURNED = "churned", _("Churned")
+
+    name = EncryptedTextField(_("name"), blank=True)
+    phone = EncryptedTextField(_("phone"), blank=True, help_text=_("E.164, e.g. +201001234567"))
+    phone_index = models.CharField(max_length=64, blank=True, editable=False)
+    email = EncryptedTextField(_("email"), blank=True)
+    email_index = models.CharField(max_length=64, blank=True, editable=False)
+    external_id = models.CharField(_("external id"), max_length=120, blank=True)
+    language = models.CharField(_("language"), max_length=8, blank=True)
+    country = models.CharField(_("country"), max_length=2, blank=True)
+    custom_fields = models.JSONField(_("custom fields"), default=dict, blank=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="contacts", verbose_name=_("tags"))
+    lifecycle_stage = models.CharField(
+        _("lifecycle stage"), max_length=12, choices=Lifecycle.choices, default=Lifecycle.LEAD
+    )
+    last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True)
+    marketing_consent = models.JSONField(
+        _("marketing consent"),
+        default=dict,
+        blank=True,
+        help_text=_('Per channel kind: {"whatsapp": {"opted_in": true, "at": "..."}}'),
+    )
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(_("last seen"), null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["workspace", "phone_index"], name="contact_by_phone"),
+            models.Index(fields=["workspace", "email_index"], name="contact_by_email"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "external_id"],
+                condition=~Q(external_id=""),
+                name="contact_unique_external_id",
+            )
+        ]
+        ordering = ["-created_at"]
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
+
+    def __str__(self) -> str:
+        return self.name or self.phone or self.email or f"Contact {self.pk}"
+
+    @property
+    def first_name(self) -> str:
+        return (self.name or "").split(" ")[0]
+
+
+class ContactIdentity(WorkspaceScoped):
+    """How a channel knows the person: WhatsApp wa_id, Messenger PSID, Telegram user id, WeChat
+    OpenID, an email address, a web visitor id. Unique per channel."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="identities")
+    channel = models.ForeignKey("connectors.Channel", on_delete=models.CASCADE, related_name="identities")
+    # A wa_id is a phone number, an email identity an address: both stay encrypted, and the
+    # blind index is what the unique constraint and lookups use.
+    external_id = EncryptedTextField()
+    external_id_index = models.CharField(max_length=64, editable=False)
+    display_name = EncryptedTextField(blank=True)
+    reachable = models.BooleanField(
+        default=True, help_text=_("False once the provider says this person cannot be reached.")
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "external_id_index"], name="identity_unique_per_channel")
+        ]
+        verbose_name = _("contact identity")
+        verbose_name_plural = _("contact identities")
+
+    def __str__(self) -> str:
+        return f"{self.channel.kind}:{self.external_id}"

@@ -1,0 +1,33 @@
+from django.db.models import Count, QuerySet
+
+from apps.contacts.models import Contact
+from apps.core.crypto import blind_index
+
+
+def contacts_active(*, workspace) -> QuerySet[Contact]:
+    return Contact.objects.filter(workspace=workspace, merged_into__isnull=True)
+
+
+def contact_find_by_phone(*, workspace, phone: str) -> Contact | None:
+    from apps.contacts.services import normalise_phone
+
+    return contacts_active(workspace=workspace).filter(phone_index=blind_index(normalise_phone(phone))).first()
+
+
+def contact_merge_suggestions(*, workspace) -> list[list[Contact]]:
+    """Groups of contacts that share a phone or an email: probably one person on two channels."""
+    groups = []
+    for index_field in ("phone_index", "email_index"):
+        shared = (
+            contacts_active(workspace=workspace)
+            .exclude(**{index_field: ""})
+            .values(index_field)
+            .annotate(n=Count("id"))
+            .filter(n__gt=1)
+            .values_list(index_field, flat=True)
+        )
+        for value in shared:
+            groups.append(
+                list(contacts_active(workspace=workspace).filter(**{index_field: value}).order_by("created_at"))
+            )
+    return groups

@@ -1,0 +1,7 @@
+from rest_framework.routers import SimpleRouter
+
+from apps.conversations.api import views
+
+router = SimpleRouter()
+router.register("conversations", views.ConversationViewSet, basename="conversation")
+urlpatterns = router.urls

@@ -1,0 +1,517 @@
+"""Writes for conversations and messages: the inbound and outbound pipelines.
+
+Inbound: `inbound_event_process` parses a stored webhook and applies each neutral event,
+idempotently (a provider's id is unique per channel). Outbound: `message_send` records the
+message as queued, and after commit `tasks.deliver_message` sends it."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.connectors.base import InboundMessage, ParseError, StatusUpdate
+from apps.connectors.registry import connector_for
+from apps.contacts.services import contact_resolve, contact_touch
+from apps.conversations import payloads
+from apps.conversations.models import (
+    DELIVERY_RANK,
+    Attachment,
+    Conversation,
+    DeliveryState,
+    InboundEvent,
+    Message,
+)
+from apps.core.events import build_event
+from apps.core.exceptions import DomainError
+from apps.core.realtime import publish_on_commit
+
+
+class StatusForUnknownMessage(Exception):
+    """A status arrived before the send that caused it was recorded; the task retries."""
+
+
+# Inbound -------------------------------------------------------------------------------------
+
+
+def inbound_event_store(*, channel, body: bytes, headers: dict) -> InboundEvent:
+    event = InboundEvent.objects.create(
+        workspace_id=channel.workspace_id,
+        channel=channel,
+        body=body.decode("utf-8", errors="replace"),
+        headers=headers,
+    )
+    from apps.conversations.tasks import process_inbound_event
+
+    transaction.on_commit(lambda: process_inbound_event.delay(event.id))
+    return event
+
+
+def inbound_event_process(*, event_id: int) -> None:
+    """Parses and applies one stored delivery; every message, entry and change of a batch."""
+    claimed = InboundEvent.objects.filter(pk=event_id).exclude(state=InboundEvent.State.PROCESSED)
+    if claimed.update(attempts=F("attempts") + 1) != 1:
+        return  # gone, or done by another worker
+    event = InboundEvent.objects.select_related("channel", "channel__workspace").get(pk=event_id)
+    try:
+        parsed = connector_for(event.channel).parse(event.channel, event.body.encode())
+    except ParseError as error:
+        InboundEvent.objects.filter(pk=event_id).update(state=InboundEvent.State.FAILED, error=str(error)[:2000])
+        return
+    for item in parsed:
+        if isinstance(item, InboundMessage):
+            inbound_message_apply(channel=event.channel, inbound=item)
+        elif isinstance(item, StatusUpdate):
+            delivery_status_apply(channel=event.channel, update=item)
+    InboundEvent.objects.filter(pk=event_id).update(
+        state=InboundEvent.State.PROCESSED, processed_at=timezone.now(), error=""
+    )
+
+
+def inbound_event_replay(*, event: InboundEvent) -> None:
+    InboundEvent.objects.filter(pk=event.pk).update(state=InboundEvent.State.PENDING, error="")
+    from apps.conversations.tasks import process_inbound_event
+
+    transaction.on_commit(lambda: process_inbound_event.delay(event.pk))
+
+
+def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None:
+    """Stores a customer's message once, in the right conversation, and tells the inbox."""
+    if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
+        return None
+    contact = contact_resolve(
+        channel=channel,
+        external_id=inbound.sender_id,
+        name=inbound.sender_name,
+        phone=inbound.sender_phone,
+        email=inbound.sender_email,
+    )
+    with transaction.atomic():
+        conversation, _ = Conversation.objects.get_or_create(
+            contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
+        )
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        # Checked again under the conversation's lock: concurrent duplicates queue up here.
+        if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
+            return None
+        message = Message.objects.create(
+            workspace_id=channel.workspace_id,
+            conversation=conversation,
+            channel=channel,
+            direction=Message.Direction.INBOUND,
+            sender_kind=Message.Sender.CONTACT,
+            kind=inbound.kind,
+            text=inbound.text,
+            payload=inbound.payload,
+            provider_id=inbound.provider_id,
+            provider_timestamp=inbound.timestamp,
+            state=DeliveryState.RECEIVED,
+            reply_to=Message.objects.filter(channel=channel, provider_id=inbound.reply_to_provider_id).first()
+            if inbound.reply_to_provider_id
+            else None,
+        )
+        _conversation_note_inbound(conversation, channel, inbound)
+        attachment = _attachment_expect(message, inbound.media) if inbound.media else None
+        contact_touch(contact, name=inbound.sender_name)
+        _publish_message(message)
+        _publish_conversation(conversation)
+    if attachment is not None:
+        from apps.conversations.tasks import fetch_inbound_media
+
+        transaction.on_commit(lambda: fetch_inbound_media.delay(attachment.id))
+    return message
+
+
+def _conversation_note_inbound(conversation: Conversation, channel, inbound: InboundMessage) -> None:
+    now = timezone.now()
+    connector = connector_for(channel)
+    fields = {
+        "last_message_at": now,
+        "last_inbound_at": now,
+        "unread_count": conversation.unread_count + 1,
+    }
+    if connector.reply_window_hours:
+        fields["window_expires_at"] = inbound.timestamp + timedelta(hours=connector.reply_window_hours)
+    if conversation.status in (Conversation.Status.CLOSED, Conversation.Status.SNOOZED):
+        fields.update(status=Conversation.Status.OPEN, closed_at=None, snoozed_until=None)
+    if conversation.waiting_since is None:
+        fields["waiting_since"] = now
+    for name, value in fields.items():
+        setattr(conversation, name, value)
+    conversation.save(update_fields=list(fields))
+
+
+def _attachment_expect(message: Message, media: dict) -> Attachment:
+    return Attachment.objects.create(
+        workspace_id=message.workspace_id,
+        message=message,
+        filename=media.get("filename", "")[:255],
+        content_type=media.get("mime_type", "")[:120],
+        provider_media_id=media.get("id", ""),
+    )
+
+
+def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
+    """Keeps the highest state seen: statuses arrive out of order. `failed` is terminal and
+    replaces only states below delivered."""
+    messages = Message.objects.filter(channel=channel, provider_id=update.provider_id)
+    if update.state == "failed":
+        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
+        changed = messages.filter(state__in=below).update(
+            state=DeliveryState.FAILED,
+            failed_at=update.timestamp,
+            error_code=update.error_code[:32],
+            error_reason=update.error_reason,
+        )
+    elif update.state in DELIVERY_RANK:
+        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[update.state]]
+        stamp = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at"}[update.state]
+        changed = messages.filter(state__in=below).update(state=update.state, **{stamp: update.timestamp})
+    else:
+        return
+    if changed:
+        message = messages.get()
+        _publish_status(message)
+    elif not messages.exists():
+        raise StatusForUnknownMessage(update.provider_id)
+
+
+# Outbound ------------------------------------------------------------------------------------
+
+
+def message_send(
+    *,
+    conversation: Conversation,
+    author=None,
+    text: str = "",
+    kind: str = Message.Kind.TEXT,
+    payload: dict | None = None,
+    reply_to: Message | None = None,
+    client_id: str = "",
+    sender_kind: str = Message.Sender.AGENT,
+    origin: str | None = None,
+) -> Message:
+    """Records an outbound message as queued, then (after commit) a worker sends it."""
+    if kind == Message.Kind.NOTE:
+        return note_add(conversation=conversation, author=author, text=text, origin=origin)
+    if not text and kind == Message.Kind.TEXT:
+        raise DomainError("A message needs text.", code="empty_message", fields={"text": ["Required."]})
+    _check_reply_window(conversation, kind)
+    if client_id:
+        existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+        if existing is not None:
+            return existing
+    with transaction.atomic():
+        message = Message.objects.create(
+            workspace_id=conversation.workspace_id,
+            conversation=conversation,
+            channel_id=conversation.channel_id,
+            direction=Message.Direction.OUTBOUND,
+            sender_kind=sender_kind,
+            author=author,
+            kind=kind,
+            text=text,
+            payload=payload or {},
+            reply_to=reply_to,
+            client_id=client_id,
+            state=DeliveryState.QUEUED,
+        )
+        _conversation_note_outbound(conversation, sender_kind)
+        _publish_message(message, origin=origin)
+        from apps.conversations.tasks import deliver_message
+
+        transaction.on_commit(lambda: deliver_message.delay(message.id))
+    return message
+
+
+def _check_reply_window(conversation: Conversation, kind: str) -> None:
+    connector = connector_for(conversation.channel)
+    if not connector.reply_window_hours or kind == Message.Kind.TEMPLATE:
+        return
+    if conversation.window_expires_at is None or conversation.window_expires_at <= timezone.now():
+        raise DomainError(
+            f"The customer last wrote more than {connector.reply_window_hours} hours ago, so "
+            f"{conversation.channel.get_kind_display()} only allows an approved template now. "
+            "Send a template instead.",
+            code="window_closed",
+        )
+
+
+def _conversation_note_outbound(conversation: Conversation, sender_kind: str) -> None:
+    now = timezone.now()
+    fields = {"last_message_at": now}
+    if sender_kind == Message.Sender.AGENT:
+        fields.update(waiting_since=None, unread_count=0)
+        if conversation.first_response_at is None:
+            fields["first_response_at"] = now
+    Conversation.objects.filter(pk=conversation.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(conversation, name, value)
+
+
+def note_add(*, conversation: Conversation, author, text: str, origin: str | None = None) -> Message:
+    """An internal note: part of the timeline, never sent to the customer."""
+    if not text.strip():
+        raise DomainError("A note needs text.", code="empty_message", fields={"text": ["Required."]})
+    with transaction.atomic():
+        message = Message.objects.create(
+            workspace_id=conversation.workspace_id,
+            conversation=conversation,
+            channel_id=conversation.channel_id,
+            direction=Message.Direction.OUTBOUND,
+            sender_kind=Message.Sender.AGENT,
+            author=author,
+            kind=Message.Kind.NOTE,
+            text=text,
+            state=DeliveryState.SENT,
+        )
+        _publish_message(message, origin=origin)
+    return message
+
+
+# Realtime ------------------------------------------------------------------------------------
+
+
+def _publish_message(message: Message, *, origin: str | None = None) -> None:
+    publish_on_commit(
+        message.workspace_id,
+        build_event(
+            "message.created",
+            conversation_id=message.conversation_id,
+            message=payloads.message_event(message),
+        ),
+        origin=origin,
+    )
+
+
+def _publish_status(message: Message) -> None:
+    publish_on_commit(
+        message.workspace_id,
+        build_event(
+            "message.status",
+            conversation_id=message.conversation_id,
+            message_id=message.id,
+            state=message.state,
+            error_code=message.error_code,
+            error_reason=message.error_reason,
+        ),
+    )
+
+
+def _publish_conversation(conversation: Conversation) -> None:
+    publish_on_commit(
+        conversation.workspace_id,
+        build_event("conversation.updated", conversation=payloads.conversation_event(conversation)),
+    )
+
+
+# Delivery (called by tasks.deliver_message) ---------------------------------------------------
+
+MAX_SEND_ATTEMPTS = 8
+INTERRUPTED = (
+    "interrupted",
+    "Sending was interrupted by a worker restart; it may not have reached the customer. Check before resending.",
+)
+
+
+class SendLater(Exception):
+    def __init__(self, delay: float):
+        super().__init__(f"retry in {delay:.1f}s")
+        self.delay = delay
+
+
+def message_deliver(*, message_id: int) -> None:
+    """Sends one queued message. The HTTP call happens outside any transaction; the row is
+    claimed first (queued → sending) so two workers never send it twice. A message found still
+    `sending` was being sent by a worker that died: it may have left, so it is marked failed
+    with a reason for a person to review, never silently dropped or sent twice."""
+    from apps.connectors.base import ErrorClass, OutboundMessage, ProviderError
+    from apps.connectors.ratelimit import slow_down, take_token
+
+    message = Message.objects.select_related("channel", "conversation").filter(pk=message_id).first()
+    if message is None or message.state not in (DeliveryState.QUEUED, DeliveryState.SENDING):
+        return
+    if message.state == DeliveryState.SENDING:
+        # Another worker may be sending it right now; only a claim older than any send can
+        # take (the broker redelivers a dead worker's task much later) means it died.
+        timeout = timedelta(seconds=settings.OUTBOUND_CLAIM_TIMEOUT_SECONDS)
+        if message.claimed_at and message.claimed_at < timezone.now() - timeout:
+            _mark_failed(message, *INTERRUPTED)
+        return
+    channel = message.channel
+    wait = take_token(f"channel:{channel.id}", channel.rate_limit_per_second)
+    if wait > 0:
+        raise SendLater(wait)
+    if (
+        Message.objects.filter(pk=message.pk, state=DeliveryState.QUEUED).update(
+            state=DeliveryState.SENDING, attempts=F("attempts") + 1, claimed_at=timezone.now()
+        )
+        != 1
+    ):
+        return
+    connector = connector_for(channel)
+    try:
+        result = connector.send(channel, _outbound_for(message, OutboundMessage))
+    except ProviderError as error:
+        _handle_send_error(message, error, channel, slow_down)
+        if error.error_class == ErrorClass.RETRY and message.attempts + 1 < MAX_SEND_ATTEMPTS:
+            raise SendLater(error.retry_after or backoff(message.attempts + 1)) from error
+        return
+    Message.objects.filter(pk=message.pk, state=DeliveryState.SENDING).update(
+        state=DeliveryState.SENT, provider_id=result.provider_id, sent_at=timezone.now()
+    )
+    message.refresh_from_db()
+    _publish_status(message)
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: about 2, 4, 8 … seconds, at most 5 minutes."""
+    import random
+
+    return min(300.0, 2.0**attempt) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not secrecy)
+
+
+def _outbound_for(message: Message, outbound_class):
+    identity = message.conversation.contact.identities.filter(channel_id=message.channel_id).first()
+    if identity is None:
+        raise DomainError("This contact has no identity on the conversation's channel.", code="no_identity")
+    media = None
+    attachment = message.attachments.filter(state=Attachment.State.STORED).first()
+    if attachment is not None:
+        with attachment.file.open("rb") as handle:
+            media = {
+                "content": handle.read(),
+                "mime_type": attachment.content_type,
+                "filename": attachment.filename,
+            }
+    return outbound_class(
+        recipient_id=identity.external_id,
+        kind=message.kind if not media else "media",
+        text=message.text,
+        payload=message.payload,
+        media=media,
+        opaque=message.payload.get("opaque", ""),
+        reply_to_provider_id=message.reply_to.provider_id if message.reply_to_id else "",
+    )
+
+
+def _handle_send_error(message: Message, error, channel, slow_down) -> None:
+    from apps.connectors.base import ErrorClass
+
+    if error.error_class == ErrorClass.RETRY:
+        if error.code in ("130429", "131056", "429"):
+            slow_down(f"channel:{channel.id}", error.retry_after or 2.0, channel.rate_limit_per_second)
+        if message.attempts + 1 < MAX_SEND_ATTEMPTS:
+            Message.objects.filter(pk=message.pk).update(
+                state=DeliveryState.QUEUED, error_code=error.code[:32], error_reason=error.detail
+            )
+            return
+    if error.error_class == ErrorClass.STOP_RECIPIENT:
+        message.conversation.contact.identities.filter(channel=channel).update(reachable=False)
+    _mark_failed(message, error.code, error.detail)
+
+
+def _mark_failed(message: Message, code: str, reason: str) -> None:
+    Message.objects.filter(pk=message.pk).update(
+        state=DeliveryState.FAILED,
+        error_code=str(code)[:32],
+        error_reason=reason,
+        failed_at=timezone.now(),
+    )
+    message.refresh_from_db()
+    _publish_status(message)
+
+
+def messages_requeue_stale(*, older_than) -> int:
+    """Queued messages whose delivery task was lost (a crash between commit and enqueue)."""
+    from apps.conversations.tasks import deliver_message
+
+    stale = list(
+        Message.objects.filter(state=DeliveryState.QUEUED, created_at__lt=older_than).values_list("id", flat=True)[
+            :1000
+        ]
+    )
+    for message_id in stale:
+        deliver_message.delay(message_id)
+    return len(stale)
+
+
+# Attachments ---------------------------------------------------------------------------------
+
+
+def attachment_fetch(*, attachment_id: int) -> None:
+    """Downloads a customer's file promptly (WhatsApp media ids expire) into our storage. A file
+    over the channel's limit is refused with an event to the inbox; the message stays."""
+    from django.core.files.base import ContentFile
+
+    from apps.connectors.base import ErrorClass, ProviderError
+
+    attachment = (
+        Attachment.objects.select_related("message__channel")
+        .filter(pk=attachment_id, state=Attachment.State.PENDING)
+        .first()
+    )
+    if attachment is None:
+        return
+    channel = attachment.message.channel
+    connector = connector_for(channel)
+    limit = connector.size_limit(attachment.content_type, channel)
+    try:
+        media = connector.fetch_media(
+            channel,
+            {
+                "id": attachment.provider_media_id,
+                "filename": attachment.filename,
+                "mime_type": attachment.content_type,
+            },
+            limit,
+        )
+    except ProviderError as error:
+        if error.error_class == ErrorClass.RETRY:
+            raise
+        state = Attachment.State.TOO_LARGE if error.code == "too_large" else Attachment.State.FAILED
+        _attachment_failed(
+            attachment,
+            state,
+            f"{error.detail} (limit {limit // 1024 // 1024} MB)"
+            if state == Attachment.State.TOO_LARGE
+            else error.detail,
+        )
+        return
+    filename = safe_filename(attachment.filename or media.filename, media.mime_type)
+    attachment.file.save(filename, ContentFile(media.content), save=False)
+    Attachment.objects.filter(pk=attachment.pk).update(
+        file=attachment.file.name,
+        filename=filename,
+        content_type=media.mime_type,
+        size=len(media.content),
+        state=Attachment.State.STORED,
+    )
+    message = Message.objects.select_related("channel").get(pk=attachment.message_id)
+    _publish_message(message)
+
+
+def _attachment_failed(attachment: Attachment, state: str, reason: str) -> None:
+    Attachment.objects.filter(pk=attachment.pk).update(state=state, error=reason)
+    message = attachment.message
+    publish_on_commit(
+        message.workspace_id,
+        build_event(
+            "attachment.failed",
+            conversation_id=message.conversation_id,
+            message_id=message.id,
+            attachment_id=attachment.id,
+            reason=reason,
+        ),
+    )
+
+
+def safe_filename(name: str, mime_type: str) -> str:
+    import mimetypes
+    import re
+
+    stem = re.sub(r"[^\w.\-]+", "_", (name or "").strip())[-120:].lstrip(".") or "file"
+    if "." not in stem:
+        stem += mimetypes.guess_extension(mime_type or "") or ""
+    return stem

@@ -1,0 +1,34 @@
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from apps.conversations import services
+from apps.conversations.services import SendLater, StatusForUnknownMessage
+
+
+@shared_task(name="conversations.process_inbound_event", bind=True, max_retries=5)
+def process_inbound_event(self, event_id: int) -> None:
+    try:
+        services.inbound_event_process(event_id=event_id)
+    except StatusForUnknownMessage as error:
+        # The status raced ahead of the send that caused it being recorded; try again shortly.
+        raise self.retry(countdown=2, exc=error) from error
+
+
+@shared_task(name="conversations.deliver_message", bind=True, max_retries=None)
+def deliver_message(self, message_id: int) -> None:
+    try:
+        services.message_deliver(message_id=message_id)
+    except SendLater as later:
+        deliver_message.apply_async((message_id,), countdown=later.delay)
+
+
+@shared_task(name="conversations.fetch_inbound_media")
+def fetch_inbound_media(attachment_id: int) -> None:
+    services.attachment_fetch(attachment_id=attachment_id)
+
+
+@shared_task(name="conversations.requeue_stale_messages")
+def requeue_stale_messages() -> int:
+    return services.messages_requeue_stale(older_than=timezone.now() - timedelta(minutes=2))

@@ -1,0 +1,76 @@
+"""The one way realtime events leave Parley.
+
+Services call `publish_on_commit`, never `publish` inside a transaction: a browser must not
+hear of a row that is then rolled back. Each event is first appended to the workspace's Redis
+stream, whose id orders it, so a socket that reconnects can ask for everything after the last
+id it saw (`events_since`); then it is fanned out to the workspace's group on the Channels
+layer, which every connected socket of that workspace has joined.
+"""
+
+import json
+from functools import partial
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.redis import get_redis, key
+
+STREAM_MAXLEN = 10_000  # about a busy hour of one workspace's events
+
+
+def workspace_group(workspace_id: int) -> str:
+    return f"workspace.{workspace_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def _stream_key(workspace_id: int) -> str:
+    return key("events", workspace_id)
+
+
+def publish(workspace_id: int, event: dict, *, origin: str | None = None) -> str:
+    envelope = {
+        **event,
+        "workspace_id": workspace_id,
+        "origin": origin,
+        "at": timezone.now().isoformat(),
+    }
+    event_id = (
+        get_redis()
+        .xadd(
+            _stream_key(workspace_id),
+            {"event": json.dumps(envelope)},
+            maxlen=STREAM_MAXLEN,
+            approximate=True,
+        )
+        .decode()
+    )
+    envelope["id"] = event_id
+    async_to_sync(get_channel_layer().group_send)(
+        workspace_group(workspace_id), {"type": "realtime.event", "event": envelope}
+    )
+    return event_id
+
+
+def publish_on_commit(workspace_id: int, event: dict, *, origin: str | None = None) -> None:
+    transaction.on_commit(partial(publish, workspace_id, event, origin=origin))
+
+
+def last_event_id(workspace_id: int) -> str:
+    newest = get_redis().xrevrange(_stream_key(workspace_id), count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
+def events_since(workspace_id: int, last_id: str, *, limit: int = 1000) -> list[dict]:
+    """Events after `last_id`, oldest first; at most `limit` (then the client reloads)."""
+    entries = get_redis().xrange(_stream_key(workspace_id), min=f"({last_id}", count=limit)
+    events = []
+    for entry_id, fields in entries:
+        event = json.loads(fields[b"event"])
+        event["id"] = entry_id.decode()
+        events.append(event)
+    return events

@@ -1,0 +1,140 @@
+import json
+from datetime import date, time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from apps.workspaces import services
+from apps.workspaces.models import Membership, Shift, ShiftException, Team, User, Workspace
+
+DEMO_FILE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
+SIMULATOR_CHANNELS = Path(settings.BASE_DIR) / "var" / "simulator-channels.json"
+
+
+class Command(BaseCommand):
+    help = "Load the demo company from fixtures/demo.json. Safe to run again: it reuses what exists."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--quiet-logins", action="store_true", help="do not print the logins")
+
+    @transaction.atomic
+    def handle(self, *args, quiet_logins=False, **options):
+        demo = json.loads(DEMO_FILE.read_text())
+        users = {spec["username"]: self._user(spec, demo["password"]) for spec in demo["users"]}
+        for spec in demo["workspaces"]:
+            self._workspace(spec, users)
+        self._write_simulator_channels()
+        if not quiet_logins:
+            self.stdout.write(self.logins(demo))
+
+    def _user(self, spec, password) -> User:
+        user, created = User.objects.get_or_create(
+            username=spec["username"],
+            defaults={
+                "first_name": spec["first_name"],
+                "last_name": spec["last_name"],
+                "email": spec["email"],
+                "language": spec.get("language", ""),
+                "is_superuser": spec.get("superuser", False),
+                "is_staff": spec.get("superuser", False),
+            },
+        )
+        if created:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        return user
+
+    def _workspace(self, spec, users) -> None:
+        workspace = Workspace.objects.filter(slug=spec["slug"]).first() or services.workspace_create(
+            name=spec["name"],
+            slug=spec["slug"],
+            timezone_name=spec["timezone"],
+            default_language=spec["default_language"],
+        )
+        memberships = {
+            username: services.membership_add(workspace=workspace, user=users[username], role=role)
+            for username, role in spec["members"].items()
+        }
+        for team_spec in spec["teams"]:
+            team, _ = Team.objects.get_or_create(
+                workspace=workspace,
+                name=team_spec["name"],
+                defaults={
+                    "languages": team_spec["languages"],
+                    "categories": team_spec["categories"],
+                },
+            )
+            services.team_set_members(team=team, memberships=[memberships[u] for u in team_spec["members"]])
+            hours = team_spec["shifts"]
+            for weekday in hours["days"]:
+                Shift.objects.get_or_create(
+                    workspace=workspace,
+                    team=team,
+                    weekday=weekday,
+                    starts_at=time.fromisoformat(hours["from"]),
+                    ends_at=time.fromisoformat(hours["to"]),
+                )
+        if spec.get("whatsapp"):
+            self._whatsapp_channel(workspace, spec["whatsapp"])
+        for holiday in spec["holidays"]:
+            team = Team.objects.get(workspace=workspace, name=holiday["team"])
+            ShiftException.objects.get_or_create(
+                workspace=workspace,
+                team=team,
+                date=date.fromisoformat(holiday["date"]),
+                defaults={"closed": True, "reason": holiday["reason"]},
+            )
+
+    def _whatsapp_channel(self, workspace, spec) -> None:
+        from apps.connectors.models import Channel
+
+        if Channel.objects.filter(workspace=workspace, kind="whatsapp", name=spec["name"]).exists():
+            return
+        Channel.objects.create(
+            workspace=workspace,
+            kind="whatsapp",
+            name=spec["name"],
+            credentials={
+                "access_token": f"demo-token-{spec['phone_number_id']}",
+                "app_secret": f"demo-secret-{spec['phone_number_id']}",
+                "phone_number_id": spec["phone_number_id"],
+                "waba_id": f"WABA{spec['phone_number_id']}",
+            },
+            settings={"base_url": settings.SIMULATOR_URL, "display_phone_number": spec["display_phone_number"]},
+        )
+
+    def _write_simulator_channels(self) -> None:
+        """The simulator plays the provider for the demo's channels; it reads them at start."""
+        from apps.connectors.models import Channel
+
+        registrations = [
+            {
+                "kind": "whatsapp",
+                "name": channel.name,
+                "phone_number_id": channel.credentials["phone_number_id"],
+                "display_phone_number": channel.settings.get("display_phone_number", ""),
+                "waba_id": channel.credentials["waba_id"],
+                "access_token": channel.credentials["access_token"],
+                "app_secret": channel.credentials["app_secret"],
+                "verify_token": channel.verify_token,
+                "webhook_url": channel.webhook_url,
+            }
+            for channel in Channel.objects.filter(kind="whatsapp", settings__base_url=settings.SIMULATOR_URL)
+        ]
+        SIMULATOR_CHANNELS.parent.mkdir(parents=True, exist_ok=True)
+        SIMULATOR_CHANNELS.write_text(json.dumps(registrations, indent=2))
+
+    @staticmethod
+    def logins(demo) -> str:
+        roles = {}
+        for membership in Membership.objects.select_related("user", "workspace"):
+            roles.setdefault(membership.user.username, []).append(f"{membership.role} in {membership.workspace.name}")
+        lines = [f"Demo logins (password for all: {demo['password']}):"]
+        for spec in demo["users"]:
+            described = (
+                "superuser (all workspaces)" if spec.get("superuser") else "; ".join(roles.get(spec["username"], []))
+            )
+            lines.append(f"  {spec['username']:<8} {described}")
+        return "\n".join(lines)

@@ -1,0 +1,26 @@
+from django.core.management.base import BaseCommand
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+# Periodic work Parley needs, kept in code (not clicked into the admin) so every deployment
+# has the same schedule. Later apps add their tasks here.
+SCHEDULES = [
+    {"name": "Mark absent agents offline", "task": "workspaces.sweep_absent_agents", "every": 60},
+    {
+        "name": "Requeue outbound messages whose task was lost",
+        "task": "conversations.requeue_stale_messages",
+        "every": 60,
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Create or update the periodic tasks Celery beat runs."
+
+    def handle(self, *args, **options):
+        for entry in SCHEDULES:
+            interval, _ = IntervalSchedule.objects.get_or_create(every=entry["every"], period=IntervalSchedule.SECONDS)
+            PeriodicTask.objects.update_or_create(
+                name=entry["name"],
+                defaults={"task": entry["task"], "interval": interval, "enabled": True},
+            )
+        self.stdout.write(f"{len(SCHEDULES)} periodic task(s) scheduled.")

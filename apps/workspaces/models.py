@@ -1,0 +1,254 @@
+import hashlib
+import zoneinfo
+from datetime import time
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", _("Owner")
+    SUPERVISOR = "supervisor", _("Supervisor")
+    AGENT = "agent", _("Agent")
+
+
+ADMIN_ROLES = frozenset({Role.OWNER, Role.SUPERVISOR})
+# An API token acts for the workspace's back office, with a supervisor's reach.
+INTEGRATION_ROLE = "integration"
+
+
+class User(AbstractUser):
+    language = models.CharField(
+        _("language"),
+        max_length=8,
+        choices=settings.LANGUAGES,
+        blank=True,
+        help_text=_("The interface language; empty follows the browser."),
+    )
+
+    class Meta:
+        db_table = "auth_user_parley"
+
+    @property
+    def display_name(self) -> str:
+        return self.get_full_name() or self.username
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(_("%(value)s is not a known time zone."), params={"value": value})
+
+
+def default_business_hours() -> dict:
+    return {day: [["09:00", "18:00"]] if day not in ("sat", "sun") else [] for day in WEEKDAYS}
+
+
+def validate_business_hours(value) -> None:
+    """{"mon": [["09:00", "18:00"]], ...}: each weekday a list of opening intervals."""
+    if not isinstance(value, dict) or set(value) - set(WEEKDAYS):
+        raise ValidationError(_("Business hours must map weekdays (mon…sun) to intervals."))
+    for day, intervals in value.items():
+        if not isinstance(intervals, list):
+            raise ValidationError(_("%(day)s: a list of [start, end] intervals."), params={"day": day})
+        for interval in intervals:
+            try:
+                start, end = (time.fromisoformat(part) for part in interval)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    _("%(day)s: %(interval)s is not a [HH:MM, HH:MM] pair."),
+                    params={"day": day, "interval": interval},
+                ) from None
+            if start >= end:
+                raise ValidationError(_("%(day)s: an interval must end after it starts."), params={"day": day})
+
+
+class Workspace(models.Model):
+    name = models.CharField(_("name"), max_length=120)
+    slug = models.SlugField(_("slug"), max_length=60, unique=True)
+    timezone = models.CharField(_("time zone"), max_length=64, default="UTC", validators=[validate_timezone])
+    default_language = models.CharField(_("default language"), max_length=8, default="en")
+    business_hours = models.JSONField(
+        _("business hours"),
+        default=default_business_hours,
+        validators=[validate_business_hours],
+        help_text=_('Opening intervals per weekday in the workspace time zone, e.g. {"mon": [["09:00", "18:00"]]}.'),
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("workspace")
+        verbose_name_plural = _("workspaces")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class WorkspaceScoped(models.Model):
+    """Every tenant row carries its workspace, so one filter scopes every query."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", verbose_name=_("workspace"))
+
+    class Meta:
+        abstract = True
+
+
+class Membership(WorkspaceScoped):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.AGENT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="membership_unique_user")]
+        ordering = ["workspace", "user__username"]
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.get_role_display()})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ADMIN_ROLES
+
+
+class Team(WorkspaceScoped):
+    name = models.CharField(_("name"), max_length=80)
+    members = models.ManyToManyField(Membership, related_name="teams", blank=True, verbose_name=_("members"))
+    languages = ArrayField(
+        models.CharField(max_length=8),
+        default=list,
+        blank=True,
+        verbose_name=_("languages"),
+        help_text=_("Language codes this team answers in, e.g. en, ru, ar."),
+    )
+    categories = ArrayField(
+        models.CharField(max_length=60),
+        default=list,
+        blank=True,
+        verbose_name=_("categories"),
+        help_text=_("Conversation categories this team handles, e.g. orders, complaints."),
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="team_unique_name")]
+        ordering = ["name"]
+        verbose_name = _("team")
+        verbose_name_plural = _("teams")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Shift(WorkspaceScoped):
+    """A team's weekly working hours, in the workspace's time zone. A shift that ends at or
+    before it starts runs past midnight into the next day."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="shifts")
+    weekday = models.PositiveSmallIntegerField(
+        _("weekday"), choices=[(i, day.title()) for i, day in enumerate(WEEKDAYS)]
+    )
+    starts_at = models.TimeField(_("starts at"))
+    ends_at = models.TimeField(_("ends at"))
+
+    class Meta:
+        ordering = ["team", "weekday", "starts_at"]
+        verbose_name = _("shift")
+        verbose_name_plural = _("shifts")
+
+    def __str__(self) -> str:
+        return f"{self.team} {WEEKDAYS[self.weekday]} {self.starts_at:%H:%M}-{self.ends_at:%H:%M}"
+
+
+class ShiftException(WorkspaceScoped):
+    """A holiday or special day: the team is closed, or works other hours, on that date."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="shift_exceptions")
+    date = models.DateField(_("date"))
+    closed = models.BooleanField(_("closed all day"), default=True)
+    starts_at = models.TimeField(_("starts at"), null=True, blank=True)
+    ends_at = models.TimeField(_("ends at"), null=True, blank=True)
+    reason = models.CharField(_("reason"), max_length=120, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "date"], name="shift_exception_unique_day")]
+        ordering = ["date"]
+        verbose_name = _("shift exception")
+        verbose_name_plural = _("shift exceptions")
+
+    def __str__(self) -> str:
+        state = self.reason or ("closed" if self.closed else "special hours")
+        return f"{self.team} {self.date}: {state}"
+
+    def clean(self):
+        if not self.closed and (self.starts_at is None or self.ends_at is None):
+            raise ValidationError(_("Give the hours of the day, or mark it closed."))
+
+
+class AgentStatus(WorkspaceScoped):
+    class Status(models.TextChoices):
+        ONLINE = "online", _("Online")
+        AWAY = "away", _("Away")
+        OFFLINE = "offline", _("Offline")
+
+    membership = models.OneToOneField(Membership, on_delete=models.CASCADE, related_name="agent_status")
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.OFFLINE)
+    capacity = models.PositiveSmallIntegerField(
+        _("capacity"),
+        default=5,
+        help_text=_("The most open conversations this agent takes at once."),
+    )
+    changed_at = models.DateTimeField(_("status changed at"), auto_now_add=True)
+    last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "status"], name="agent_status_by_state")]
+        verbose_name = _("agent status")
+        verbose_name_plural = _("agent statuses")
+
+    def __str__(self) -> str:
+        return f"{self.membership.user}: {self.status}"
+
+
+class ApiToken(WorkspaceScoped):
+    """A workspace's credential for its back office. Only a SHA-256 of the token is stored: the
+    token is 256 random bits, so a fast hash is enough and keeps every API call one index hit."""
+
+    PREFIX = "prl_"
+
+    name = models.CharField(_("name"), max_length=80)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(_("starts with"), max_length=12, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

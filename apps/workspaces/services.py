@@ -1,0 +1,162 @@
+"""Writes for workspaces, teams, agents and API tokens."""
+
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.events import build_event
+from apps.core.exceptions import DomainError, PermissionDenied
+from apps.core.realtime import publish_on_commit
+from apps.workspaces.models import AgentStatus, ApiToken, Membership, Role, Team, User, Workspace
+
+API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def workspace_create(
+    *,
+    name: str,
+    slug: str,
+    timezone_name: str = "UTC",
+    owner: User | None = None,
+    default_language: str = "en",
+) -> Workspace:
+    with transaction.atomic():
+        workspace = Workspace.objects.create(
+            name=name, slug=slug, timezone=timezone_name, default_language=default_language
+        )
+        if owner is not None:
+            membership_add(workspace=workspace, user=owner, role=Role.OWNER)
+    return workspace
+
+
+def membership_add(*, workspace: Workspace, user: User, role: str = Role.AGENT) -> Membership:
+    membership, created = Membership.objects.get_or_create(workspace=workspace, user=user, defaults={"role": role})
+    if not created and membership.role != role:
+        membership.role = role
+        membership.save(update_fields=["role"])
+    AgentStatus.objects.get_or_create(membership=membership, defaults={"workspace": workspace})
+    return membership
+
+
+def _may_grant(*, actor: User, workspace: Workspace, role: str, current: str | None) -> bool:
+    """Owners and superusers grant any role; supervisors may not touch ownership."""
+    if actor.is_superuser:
+        return True
+    actor_role = Membership.objects.filter(user=actor, workspace=workspace).values_list("role", flat=True).first()
+    if actor_role == Role.OWNER:
+        return True
+    return actor_role == Role.SUPERVISOR and Role.OWNER not in (role, current)
+
+
+def membership_set_role(*, actor: User, workspace: Workspace, user: User, role: str) -> Membership:
+    current = Membership.objects.filter(workspace=workspace, user=user).values_list("role", flat=True).first()
+    if not _may_grant(actor=actor, workspace=workspace, role=role, current=current):
+        raise PermissionDenied("Only an owner can make someone an owner or change an owner's role.")
+    return membership_add(workspace=workspace, user=user, role=role)
+
+
+def membership_remove(*, actor: User, membership: Membership) -> None:
+    if not _may_grant(actor=actor, workspace=membership.workspace, role=Role.AGENT, current=membership.role):
+        raise PermissionDenied("Only an owner can remove an owner.")
+    membership.delete()
+
+
+def team_set_members(*, team: Team, memberships: list[Membership]) -> None:
+    strangers = [m for m in memberships if m.workspace_id != team.workspace_id]
+    if strangers:
+        raise DomainError("A team's members must belong to its workspace.", code="invalid_member")
+    team.members.set(memberships)
+
+
+def agent_status_set(
+    *,
+    membership: Membership,
+    status: str | None = None,
+    capacity: int | None = None,
+    reason: str = "manual",
+) -> AgentStatus:
+    if status is not None and status not in AgentStatus.Status.values:
+        raise DomainError(f"Unknown status {status!r}.", code="invalid_status", fields={"status": ["Unknown."]})
+    now = timezone.now()
+    with transaction.atomic():
+        agent, _ = AgentStatus.objects.select_for_update().get_or_create(
+            membership=membership, defaults={"workspace_id": membership.workspace_id}
+        )
+        fields = ["last_seen_at"]
+        agent.last_seen_at = now
+        if status is not None and status != agent.status:
+            agent.status, agent.changed_at = status, now
+            fields += ["status", "changed_at"]
+        if capacity is not None:
+            agent.capacity = capacity
+            fields.append("capacity")
+        agent.save(update_fields=fields)
+        _publish_agent_status(agent, membership, reason)
+    return agent
+
+
+def _publish_agent_status(agent: AgentStatus, membership: Membership, reason: str) -> None:
+    publish_on_commit(
+        membership.workspace_id,
+        build_event(
+            "agent.status",
+            user_id=membership.user_id,
+            membership_id=membership.id,
+            status=agent.status,
+            capacity=agent.capacity,
+            reason=reason,
+        ),
+    )
+
+
+def agent_heartbeat(*, membership: Membership) -> None:
+    """The browser is still there: keeps an online or away agent from being swept offline."""
+    AgentStatus.objects.filter(membership=membership).update(last_seen_at=timezone.now())
+
+
+def agent_mark_offline_if_stale(*, agent_status_id: int, older_than) -> bool:
+    """Claims the row with a conditional UPDATE, so two sweeps never both announce it."""
+    with transaction.atomic():
+        claimed = (
+            AgentStatus.objects.filter(pk=agent_status_id, last_seen_at__lt=older_than)
+            .exclude(status=AgentStatus.Status.OFFLINE)
+            .update(status=AgentStatus.Status.OFFLINE, changed_at=timezone.now())
+        )
+        if claimed != 1:
+            return False
+        agent = AgentStatus.objects.select_related("membership").get(pk=agent_status_id)
+        _publish_agent_status(agent, agent.membership, "no_heartbeat")
+    return True
+
+
+def user_set_language(*, user: User, language: str) -> None:
+    user.language = language
+    user.save(update_fields=["language"])
+
+
+def api_token_create(*, workspace: Workspace, name: str, created_by: User | None = None) -> tuple[ApiToken, str]:
+    """Returns the token and its secret; the secret is shown once and never stored."""
+    raw = ApiToken.PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        workspace=workspace,
+        name=name,
+        token_hash=ApiToken.hash(raw),
+        hint=raw[:10],
+        created_by=created_by,
+    )
+    return token, raw
+
+
+def api_token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_token_touch(*, token: ApiToken) -> None:
+    """Records use at most once a minute, so a busy integration does not write on every call."""
+    now = timezone.now()
+    if token.last_used_at and now - token.last_used_at < API_TOKEN_TOUCH_INTERVAL:
+        return
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now

@@ -1,0 +1,30 @@
+"""HTTP and websockets in one ASGI application, served by daphne (see Procfile)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from config.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(
+            [
+                # The chat widget lives on shops' own sites: its consumer checks the origin against
+                # the channel's allowed origins itself, and has no session.
+                *public_websocket_urlpatterns,
+                # Everything else is for signed-in people on Parley's own pages.
+                re_path(r"", AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+            ]
+        ),
+    }
+)

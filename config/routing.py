@@ -1,0 +1,10 @@
+from django.urls import path
+
+from apps.core.consumers import RealtimeConsumer
+
+websocket_urlpatterns = [
+    path("ws/", RealtimeConsumer.as_asgi()),
+]
+
+# Sockets opened from other sites (the web chat widget); each consumer authenticates itself.
+public_websocket_urlpatterns: list = []

@@ -1,0 +1,154 @@
+"""The management commands an operator runs: API tokens, the demo company, the schedules."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from apps.workspaces.models import (
+    ApiToken,
+    Membership,
+    Shift,
+    ShiftException,
+    Team,
+    User,
+    Workspace,
+)
+from tests.conftest import token_client
+
+pytestmark = pytest.mark.django_db
+
+DEMO_MODELS = (User, Workspace, Membership, Team, Shift, ShiftException)
+
+
+def _run(*args, **options) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, **options)
+    return out.getvalue()
+
+
+# create_api_token -----------------------------------------------------------------------------
+
+
+def test_create_api_token_prints_only_the_token(tenants):
+    printed = _run("create_api_token", workspace="alpha", name="order system")
+
+    lines = printed.splitlines()
+    assert len(lines) == 1
+    raw = lines[0]
+    assert printed == raw + "\n"
+    assert raw.startswith(ApiToken.PREFIX) and " " not in raw
+    token = ApiToken.objects.get(token_hash=ApiToken.hash(raw))
+    assert (token.workspace, token.name) == (tenants.a, "order system")
+
+
+def test_token_from_the_command_authenticates_for_its_workspace(tenants):
+    raw = _run("create_api_token", workspace="alpha", name="order system").strip()
+
+    response = token_client(raw).get("/api/v1/teams/")
+
+    assert response.status_code == 200
+    assert [team["name"] for team in response.json()["results"]] == ["Orders"]
+
+
+def test_create_api_token_for_unknown_workspace_names_the_known_slugs(tenants):
+    with pytest.raises(CommandError) as caught:
+        _run("create_api_token", workspace="gamma", name="order system")
+
+    message = str(caught.value)
+    assert "'gamma'" in message
+    assert "alpha" in message and "beta" in message
+    assert ApiToken.objects.count() == 2  # only the fixture's
+
+
+def test_create_api_token_refuses_a_blank_name(tenants):
+    with pytest.raises(CommandError):
+        _run("create_api_token", workspace="alpha", name="   ")
+
+
+# load_demo ------------------------------------------------------------------------------------
+
+
+def _counts() -> dict[str, int]:
+    return {model.__name__: model.objects.count() for model in DEMO_MODELS}
+
+
+def test_load_demo_twice_creates_the_demo_company_once():
+    _run("load_demo", quiet_logins=True)
+    first = _counts()
+
+    _run("load_demo", quiet_logins=True)
+
+    assert _counts() == first
+    assert set(Workspace.objects.values_list("slug", flat=True)) == {
+        "support",
+        "operations",
+        "sandbox",
+    }
+    assert first["User"] == 10
+    assert first["Team"] == 4
+
+
+def test_demo_user_sara_signs_in_with_the_demo_password():
+    _run("load_demo", quiet_logins=True)
+    client = Client()
+
+    response = client.post("/login/", {"username": "sara", "password": "parley-demo"})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    assert client.get("/").context["user"].username == "sara"
+
+
+def test_load_demo_prints_the_logins():
+    printed = _run("load_demo")
+
+    assert "parley-demo" in printed
+    assert "sara" in printed and "supervisor in Customer support" in printed
+
+
+def test_load_demo_keeps_a_changed_password_on_the_second_run():
+    _run("load_demo", quiet_logins=True)
+    sara = User.objects.get(username="sara")
+    sara.set_password("saras-own-password")
+    sara.save(update_fields=["password"])
+
+    _run("load_demo", quiet_logins=True)
+
+    sara.refresh_from_db()
+    assert sara.check_password("saras-own-password")
+
+
+# setup_schedules ------------------------------------------------------------------------------
+
+
+def test_setup_schedules_creates_the_presence_sweep_once():
+    _run("setup_schedules")
+    _run("setup_schedules")
+
+    task = PeriodicTask.objects.get(name="Mark absent agents offline")
+    assert task.task == "workspaces.sweep_absent_agents"
+    assert task.enabled is True
+    assert (task.interval.every, task.interval.period) == (60, IntervalSchedule.SECONDS)
+    assert IntervalSchedule.objects.filter(every=60, period=IntervalSchedule.SECONDS).count() == 1
+
+
+def test_setup_schedules_re_enables_a_disabled_task():
+    _run("setup_schedules")
+    PeriodicTask.objects.filter(name="Mark absent agents offline").update(enabled=False)
+
+    _run("setup_schedules")
+
+    assert PeriodicTask.objects.get(name="Mark absent agents offline").enabled is True
+
+
+def test_every_scheduled_task_is_one_a_worker_knows():
+    from config.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovers tasks.py
+    _run("setup_schedules")
+
+    for task in PeriodicTask.objects.exclude(task="celery.backend_cleanup"):
+        assert task.task in app.tasks
