@@ -1,5 +1,6 @@
 from django.urls import path
 
+from apps.connectors.consumers import WidgetConsumer
 from apps.core.consumers import RealtimeConsumer
 
 websocket_urlpatterns = [
@@ -7,4 +8,6 @@ websocket_urlpatterns = [
 ]
 
 # Sockets opened from other sites (the web chat widget); each consumer authenticates itself.
-public_websocket_urlpatterns: list = []
+public_websocket_urlpatterns = [
+    path("ws/widget/<uuid:channel_uuid>/", WidgetConsumer.as_asgi()),
+]

@@ -36,6 +36,7 @@ def banner(port: str) -> None:
     print(f"  admin: http://127.0.0.1:{port}/admin/    health: http://127.0.0.1:{port}/healthz")
     simulator = os.environ.get("SIMULATOR_PORT", "8025")
     print(f"  chat as a customer on WhatsApp: http://127.0.0.1:{simulator}/ (the channel simulator)")
+    print(f"  chat as a website visitor (web chat widget): http://127.0.0.1:{simulator}/shop/")
     manage("load_demo")  # idempotent; prints the demo logins
     print("Press Ctrl-C to stop everything.")
     print("=" * 72, flush=True)

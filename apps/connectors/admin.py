@@ -1,8 +1,9 @@
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from apps.connectors.models import Channel
+from apps.connectors.models import Channel, ChannelKind
 from apps.core.admin import WorkspaceScopedAdmin
 
 
@@ -10,6 +11,14 @@ class ChannelForm(forms.ModelForm):
     credentials = forms.JSONField(
         required=False,
         help_text=_("Secrets, stored encrypted. WhatsApp: access_token, app_secret, phone_number_id, waba_id."),
+    )
+    settings = forms.JSONField(
+        required=False,
+        help_text=_(
+            "Not secret. WhatsApp: base_url (the Graph API, or the simulator). Web chat: allowed_origins "
+            '(["https://shop.example"]; empty allows any site), title, greeting, color, and prechat '
+            '({"enabled": true, "fields": ["name", "email", "phone"], "required": ["email"]}).'
+        ),
     )
 
     class Meta:
@@ -22,4 +31,17 @@ class ChannelAdmin(WorkspaceScopedAdmin):
     form = ChannelForm
     list_display = ("name", "kind", "workspace", "enabled", "webhook_url")
     list_filter = ("kind", ("workspace", admin.RelatedOnlyFieldListFilter))
-    readonly_fields = ("uuid", "webhook_url", "verify_token")
+    readonly_fields = ("uuid", "webhook_url", "verify_token", "embed_code")
+
+    @admin.display(description=_("web chat embed code"))
+    def embed_code(self, channel):
+        if channel.kind != ChannelKind.WEBCHAT or not channel.pk:
+            return "-"
+        return format_html(
+            "<code>{}</code><br>{}",
+            channel.embed_code,
+            _(
+                "For signed-in customers, set window.parleySettings = {customerId, customerHash} before it; "
+                "customerHash is the hex HMAC-SHA256 of customerId keyed with the webhook verify token."
+            ),
+        )

@@ -52,6 +52,8 @@ class InboundMessage:
     payload: dict = field(default_factory=dict)
     media: dict | None = None  # {"id", "mime_type", "filename", "sha256", "caption"}
     reply_to_provider_id: str = ""
+    # The shop's own id for a signed-in customer, proven by the site's signature (web chat).
+    customer_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ class OutboundMessage:
     kind: str  # text | media | interactive | template | location | reaction
     text: str = ""
     payload: dict = field(default_factory=dict)
-    media: dict | None = None  # {"provider_media_id"} or {"url"}, plus "mime_type", "filename"
+    # {"content"} (bytes), {"provider_media_id"} or {"url"}, plus "mime_type", "filename" and
+    # the attachment's "uuid"
+    media: dict | None = None
     reply_to_provider_id: str = ""
     opaque: str = ""
 

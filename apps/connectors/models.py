@@ -51,3 +51,12 @@ class Channel(WorkspaceScoped):
     @property
     def webhook_url(self) -> str:
         return f"{settings.PUBLIC_URL.rstrip('/')}/webhooks/{self.uuid}/"
+
+    @property
+    def widget_url(self) -> str:
+        return f"{settings.PUBLIC_URL.rstrip('/')}/widget/{self.uuid}.js"
+
+    @property
+    def embed_code(self) -> str:
+        """The one tag a shop adds to its pages (web chat)."""
+        return f'<script src="{self.widget_url}" async></script>'

@@ -53,9 +53,12 @@ def _find_by_phone_or_email(workspace, *, phone: str, email: str) -> Contact | N
     return None
 
 
-def contact_resolve(*, channel, external_id: str, name: str = "", phone: str = "", email: str = "") -> Contact:
-    """The contact behind a channel identity: the known one, else a returning customer found by
-    phone or email (the same person who wrote on Telegram last week), else a new contact.
+def contact_resolve(
+    *, channel, external_id: str, name: str = "", phone: str = "", email: str = "", customer_id: str = ""
+) -> Contact:
+    """The contact behind a channel identity: the known one, else the shop's own customer with a
+    verified `customer_id` (web chat's identity verification), else a returning customer found
+    by phone or email (the same person who wrote on Telegram last week), else a new contact.
 
     Safe under concurrency: two first messages from a new person race on the identity's unique
     constraint, and the loser reads the winner's row."""
@@ -71,9 +74,11 @@ def contact_resolve(*, channel, external_id: str, name: str = "", phone: str = "
         phone = ""
     try:
         with transaction.atomic():
-            contact = _find_by_phone_or_email(channel.workspace, phone=phone, email=email)
+            contact = _find_by_customer_id(channel.workspace_id, customer_id) or _find_by_phone_or_email(
+                channel.workspace, phone=phone, email=email
+            )
             if contact is None:
-                contact = Contact(workspace_id=channel.workspace_id, name=name)
+                contact = Contact(workspace_id=channel.workspace_id, name=name, external_id=customer_id)
                 contact_set_phone(contact, phone)
                 contact_set_email(contact, email)
                 contact.save()
@@ -89,6 +94,29 @@ def contact_resolve(*, channel, external_id: str, name: str = "", phone: str = "
     except IntegrityError:
         identity = ContactIdentity.objects.select_related("contact").get(channel=channel, external_id_index=index)
         return _surviving(identity.contact)
+
+
+def _find_by_customer_id(workspace_id: int, customer_id: str) -> Contact | None:
+    if not customer_id:
+        return None
+    return Contact.objects.filter(workspace_id=workspace_id, external_id=customer_id).first()
+
+
+def contact_fill(contact: Contact, *, name: str = "", phone: str = "", email: str = "") -> Contact:
+    """Fills a known contact's empty name, phone and email (a web visitor's pre-chat form); what
+    is already known is kept. Raises DomainError naming a malformed phone."""
+    fields = []
+    if name and not contact.name:
+        contact.name, fields = name, [*fields, "name"]
+    if phone and not contact.phone:
+        contact_set_phone(contact, phone)
+        fields += ["phone", "phone_index", "country"]
+    if email and not contact.email:
+        contact_set_email(contact, email)
+        fields += ["email", "email_index"]
+    if fields:
+        contact.save(update_fields=fields)
+    return contact
 
 
 def _surviving(contact: Contact) -> Contact:

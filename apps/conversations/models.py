@@ -84,6 +84,9 @@ class Conversation(WorkspaceScoped):
         null=True, blank=True, help_text=_("The customer's oldest unanswered message.")
     )
     unread_count = models.PositiveIntegerField(default=0)
+    authorized = models.BooleanField(
+        _("authorized"), default=False, help_text=_("The shop's site vouched for the customer's identity (web chat).")
+    )
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     csat_comment = models.TextField(blank=True)
 

@@ -42,6 +42,7 @@ def conversation_event(conversation) -> dict:
         "assignee_id": conversation.assignee_id,
         "team_id": conversation.team_id,
         "unread_count": conversation.unread_count,
+        "authorized": conversation.authorized,
         "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
         "window_expires_at": conversation.window_expires_at.isoformat() if conversation.window_expires_at else None,
     }

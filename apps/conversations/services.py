@@ -86,6 +86,7 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         name=inbound.sender_name,
         phone=inbound.sender_phone,
         email=inbound.sender_email,
+        customer_id=inbound.customer_id,
     )
     with transaction.atomic():
         conversation, _ = Conversation.objects.get_or_create(
@@ -137,6 +138,8 @@ def _conversation_note_inbound(conversation: Conversation, channel, inbound: Inb
         fields.update(status=Conversation.Status.OPEN, closed_at=None, snoozed_until=None)
     if conversation.waiting_since is None:
         fields["waiting_since"] = now
+    if inbound.customer_id and not conversation.authorized:
+        fields["authorized"] = True  # the shop vouched for who is writing (web chat)
     for name, value in fields.items():
         setattr(conversation, name, value)
     conversation.save(update_fields=list(fields))
@@ -191,10 +194,15 @@ def message_send(
     client_id: str = "",
     sender_kind: str = Message.Sender.AGENT,
     origin: str | None = None,
+    upload=None,
 ) -> Message:
-    """Records an outbound message as queued, then (after commit) a worker sends it."""
+    """Records an outbound message as queued, then (after commit) a worker sends it. `upload` is
+    a file the operator attaches (its text is the caption)."""
     if kind == Message.Kind.NOTE:
         return note_add(conversation=conversation, author=author, text=text, origin=origin)
+    if upload is not None:
+        kind = Message.Kind.MEDIA
+        _check_upload(conversation, upload)
     if not text and kind == Message.Kind.TEXT:
         raise DomainError("A message needs text.", code="empty_message", fields={"text": ["Required."]})
     _check_reply_window(conversation, kind)
@@ -217,12 +225,41 @@ def message_send(
             client_id=client_id,
             state=DeliveryState.QUEUED,
         )
+        if upload is not None:
+            _attachment_store(message, upload)
         _conversation_note_outbound(conversation, sender_kind)
         _publish_message(message, origin=origin)
         from apps.conversations.tasks import deliver_message
 
         transaction.on_commit(lambda: deliver_message.delay(message.id))
     return message
+
+
+def _check_upload(conversation: Conversation, upload) -> None:
+    content_type = (upload.content_type or "application/octet-stream").split(";")[0]
+    limit = connector_for(conversation.channel).size_limit(content_type, conversation.channel)
+    if upload.size > limit:
+        raise DomainError(
+            f"The file is larger than {conversation.channel.get_kind_display()} accepts "
+            f"({limit // 1024 // 1024} MB for {content_type}).",
+            code="too_large",
+            fields={"file": [f"At most {limit // 1024 // 1024} MB."]},
+        )
+
+
+def _attachment_store(message: Message, upload) -> Attachment:
+    content_type = (upload.content_type or "application/octet-stream").split(";")[0]
+    attachment = Attachment(
+        workspace_id=message.workspace_id,
+        message=message,
+        filename=safe_filename(upload.name, content_type),
+        content_type=content_type,
+        size=upload.size,
+        state=Attachment.State.STORED,
+    )
+    attachment.file.save(attachment.filename, upload, save=False)
+    attachment.save()
+    return attachment
 
 
 def _check_reply_window(conversation: Conversation, kind: str) -> None:
@@ -384,6 +421,7 @@ def _outbound_for(message: Message, outbound_class):
                 "content": handle.read(),
                 "mime_type": attachment.content_type,
                 "filename": attachment.filename,
+                "uuid": str(attachment.uuid),
             }
     return outbound_class(
         recipient_id=identity.external_id,

@@ -12,6 +12,11 @@ def attachment(request, attachment_uuid):
     found = attachment_get_for_member(user=request.user, attachment_uuid=attachment_uuid)
     if found is None or not found.file:
         raise Http404
+    return file_response(found)
+
+
+def file_response(found) -> FileResponse:
+    """A stored file, downloaded rather than rendered unless it is a plain image, video or sound."""
     inline = found.content_type in INLINE_TYPES
     response = FileResponse(
         found.file.open("rb"),

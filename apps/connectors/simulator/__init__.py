@@ -5,9 +5,10 @@ Add a provider by writing one module with a `Provider` subclass and listing it i
 """
 
 from .core import Provider, Simulator, make_server
+from .webchat import WebChat
 from .whatsapp import WhatsApp
 
-PROVIDERS: list[type[Provider]] = [WhatsApp]
+PROVIDERS: list[type[Provider]] = [WhatsApp, WebChat]
 
 
 def build_simulator() -> Simulator:

@@ -30,6 +30,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "last_message_at",
             "waiting_since",
             "unread_count",
+            "authorized",
         )
         read_only_fields = fields
 
@@ -52,6 +53,7 @@ class MessageSendSerializer(StrictSerializerMixin, serializers.Serializer):
     payload = serializers.JSONField(required=False, default=dict)
     client_id = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
     reply_to = serializers.IntegerField(required=False, allow_null=True, default=None)
+    file = serializers.FileField(required=False, allow_empty_file=False, default=None)
 
     def validate_payload(self, value):
         if not isinstance(value, dict):

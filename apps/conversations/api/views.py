@@ -17,7 +17,8 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
 
     @action(detail=True, methods=["get", "post"], member_writes=True, serializer_class=MessageSendSerializer)
     def messages(self, request, pk=None):
-        """GET: the conversation's timeline. POST: send a message (or an internal note)."""
+        """GET: the conversation's timeline. POST: send a message (or an internal note); as
+        multipart/form-data with a `file`, send that file (`text` is its caption)."""
         conversation = self.get_object()
         if request.method == "GET":
             page = self.paginate_queryset(message_timeline(conversation=conversation).order_by("-id"))
@@ -41,5 +42,6 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
             reply_to=reply_to,
             sender_kind=Message.Sender.AGENT,
             origin=request.headers.get("X-Parley-Socket"),
+            upload=data["file"],
         )
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)

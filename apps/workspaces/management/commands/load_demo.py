@@ -78,6 +78,8 @@ class Command(BaseCommand):
                 )
         if spec.get("whatsapp"):
             self._whatsapp_channel(workspace, spec["whatsapp"])
+        if spec.get("webchat"):
+            self._webchat_channel(workspace, spec["webchat"])
         for holiday in spec["holidays"]:
             team = Team.objects.get(workspace=workspace, name=holiday["team"])
             ShiftException.objects.get_or_create(
@@ -105,6 +107,24 @@ class Command(BaseCommand):
             settings={"base_url": settings.SIMULATOR_URL, "display_phone_number": spec["display_phone_number"]},
         )
 
+    def _webchat_channel(self, workspace, spec) -> None:
+        from apps.connectors.models import Channel
+
+        if Channel.objects.filter(workspace=workspace, kind="webchat", name=spec["name"]).exists():
+            return
+        Channel.objects.create(
+            workspace=workspace,
+            kind="webchat",
+            name=spec["name"],
+            # The demo shop page is served by the simulator, on its own origin.
+            settings={
+                "allowed_origins": [settings.SIMULATOR_URL, settings.PUBLIC_URL],
+                "greeting": spec["greeting"],
+                "color": spec["color"],
+                "prechat": spec["prechat"],
+            },
+        )
+
     def _write_simulator_channels(self) -> None:
         """The simulator plays the provider for the demo's channels; it reads them at start."""
         from apps.connectors.models import Channel
@@ -122,6 +142,12 @@ class Command(BaseCommand):
                 "webhook_url": channel.webhook_url,
             }
             for channel in Channel.objects.filter(kind="whatsapp", settings__base_url=settings.SIMULATOR_URL)
+        ]
+        registrations += [
+            {"kind": "webchat", "name": channel.name, "script_url": channel.widget_url}
+            for channel in Channel.objects.filter(
+                kind="webchat", settings__allowed_origins__contains=[settings.SIMULATOR_URL]
+            )
         ]
         SIMULATOR_CHANNELS.parent.mkdir(parents=True, exist_ok=True)
         SIMULATOR_CHANNELS.write_text(json.dumps(registrations, indent=2))

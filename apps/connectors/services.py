@@ -1,0 +1,179 @@
+"""Writes for channels. Today: the web chat visitor's side (apps/connectors/providers/webchat.py).
+
+A visitor is known by a signed token the widget keeps in localStorage, so a reload or a new tab
+continues the same conversation. A shop that signs its logged-in customer's id with the
+channel's secret (HMAC-SHA256, hex) makes the visitor "verified": the visitor's id becomes the
+customer's, on every device, and the conversation is marked authorized and tied to the contact
+whose external id is that customer id."""
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.validators import validate_email
+
+from apps.connectors.ratelimit import take_token
+from apps.connectors.registry import connector_for
+from apps.contacts.services import contact_fill, contact_resolve, normalise_phone
+from apps.core.exceptions import DomainError
+
+VISITOR_SALT = "parley.webchat.visitor"
+UPLOAD_SALT = "parley.webchat.upload"
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TEXT = 4096
+# Accepted from visitors; SVG and HTML are refused (they carry scripts) like executables.
+UPLOAD_TYPES = re.compile(
+    r"^(image/(jpeg|png|gif|webp)|video/(mp4|quicktime|webm)|audio/(mpeg|ogg|mp4|aac|wav|webm)|"
+    r"application/(pdf|msword|vnd\.openxmlformats-officedocument\.[a-z.]+|vnd\.ms-excel|"
+    r"vnd\.ms-powerpoint|zip)|text/(plain|csv))$"
+)
+# Enough for a person typing fast, not for a script flooding the inbox (a Redis bucket, so it
+# holds across every web process).
+VISITOR_MESSAGES_PER_SECOND = 5
+
+
+@dataclass(frozen=True)
+class Visitor:
+    id: str
+    customer_id: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.customer_id)
+
+
+def visitor_token(channel, visitor: Visitor) -> str:
+    return signing.dumps({"c": str(channel.uuid), "v": visitor.id, "k": visitor.customer_id}, salt=VISITOR_SALT)
+
+
+def visitor_from_token(channel, token: str) -> Visitor | None:
+    try:
+        data = signing.loads(token or "", salt=VISITOR_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("c") != str(channel.uuid):
+        return None  # a token of another channel (or another workspace's) is not a key here
+    return Visitor(id=str(data["v"]), customer_id=str(data.get("k") or ""))
+
+
+def identity_hash(channel, customer_id: str) -> str:
+    """What the shop's server computes for its logged-in customer and puts in the page."""
+    return hmac.new(channel.verify_token.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def webchat_visitor_join(*, channel, token: str = "", customer_id: str = "", customer_hash: str = "") -> Visitor:
+    """The visitor behind a widget that (re)connects. A signed customer id makes a verified
+    visitor; a wrong signature is refused rather than quietly ignored, so the shop notices."""
+    if customer_id:
+        expected = identity_hash(channel, str(customer_id))
+        if not hmac.compare_digest(expected, str(customer_hash or "")):
+            raise DomainError(
+                "The customer's identity signature does not match this channel's secret.", code="identity_invalid"
+            )
+        return Visitor(id=f"customer:{customer_id}", customer_id=str(customer_id))
+    known = visitor_from_token(channel, token)
+    if known is not None and not known.verified:
+        return known
+    # A verified visitor's token is not reused once the page no longer vouches for them (logout).
+    return Visitor(id=f"v-{uuid.uuid4().hex}")
+
+
+def webchat_prechat_submit(*, channel, visitor: Visitor, name: str = "", email: str = "", phone: str = "") -> None:
+    """The pre-chat form: who the visitor is, so a returning customer is recognised by phone or
+    email across channels before the first message."""
+    name, email, phone = name.strip()[:120], email.strip(), phone.strip()
+    fields = {}
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            fields["email"] = ["Enter a valid email address."]
+    if phone:
+        try:
+            phone = normalise_phone(phone)
+        except DomainError as error:
+            fields["phone"] = error.fields["phone"]
+    required = channel.settings.get("prechat", {}).get("required", [])
+    for field, value in (("name", name), ("email", email), ("phone", phone)):
+        if field in required and not value:
+            fields[field] = ["This field is required."]
+    if fields:
+        raise DomainError("Please check the form.", code="invalid_prechat", fields=fields)
+    contact = contact_resolve(
+        channel=channel, external_id=visitor.id, name=name, phone=phone, email=email, customer_id=visitor.customer_id
+    )
+    contact_fill(contact, name=name, phone=phone, email=email)
+
+
+def webchat_message_receive(*, channel, visitor: Visitor, client_id: str, text: str, upload: str = "") -> None:
+    """A visitor's message enters the inbound pipeline like any provider's webhook. The widget's
+    own id makes it idempotent: a message re-sent after a reconnect is stored once."""
+    if not CLIENT_ID.match(client_id or ""):
+        raise DomainError("A message needs an id of 1-64 letters, digits, - or _.", code="invalid_message")
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        raise DomainError(f"A message has at most {MAX_TEXT} characters.", code="message_too_long")
+    staged = _upload_from_token(channel, visitor, upload) if upload else None
+    if not text and staged is None:
+        raise DomainError("A message needs text or a file.", code="empty_message")
+    if take_token(f"webchat:{channel.id}:{visitor.id}", VISITOR_MESSAGES_PER_SECOND) > 0:
+        raise DomainError("You are sending messages too fast. Please wait a moment.", code="rate_limited")
+    event = {"type": "message", "id": client_id, "text": text, "sent_at": int(time.time() * 1000)}
+    if staged:
+        event["upload"] = staged
+    _store(channel, visitor, [event])
+
+
+def webchat_receipts_receive(*, channel, visitor: Visitor, state: str, ids: list) -> None:
+    """The widget showed (delivered) or the visitor saw (read) the operator's messages."""
+    if state not in ("delivered", "read"):
+        raise DomainError("A receipt is delivered or read.", code="invalid_receipt")
+    ids = [str(i) for i in ids if isinstance(i, str) and i.startswith("out-")][:100]
+    if ids:
+        now = int(time.time() * 1000)
+        _store(channel, visitor, [{"type": "status", "id": i, "state": state, "at": now} for i in ids])
+
+
+def _store(channel, visitor: Visitor, events: list[dict]) -> None:
+    from apps.conversations.services import inbound_event_store
+
+    body = {"visitor": visitor.id, "customer_id": visitor.customer_id, "events": events}
+    inbound_event_store(channel=channel, body=json.dumps(body).encode(), headers={"Source": "webchat"})
+
+
+def webchat_upload_store(*, channel, visitor: Visitor, upload) -> str:
+    """Keeps a visitor's file until the message that carries it is processed; returns the token
+    the widget sends with that message."""
+    content_type = (upload.content_type or "").split(";")[0].strip().lower()
+    if not UPLOAD_TYPES.match(content_type):
+        raise DomainError(f"Files of type {content_type or 'unknown'} cannot be sent here.", code="unsupported_file")
+    limit = connector_for(channel).size_limit(content_type, channel)
+    if upload.size > limit:
+        raise DomainError(
+            f"The file is {upload.size // 1024 // 1024 + 1} MB; this chat accepts at most {limit // 1024 // 1024} MB.",
+            code="too_large",
+        )
+    from apps.conversations.services import safe_filename
+
+    filename = safe_filename(upload.name, content_type)
+    path = default_storage.save(f"webchat/{channel.id}/{secrets.token_hex(16)}/{filename}", upload)
+    staged = {"path": path, "content_type": content_type, "filename": filename, "v": visitor.id}
+    return signing.dumps(staged, salt=UPLOAD_SALT, compress=True)
+
+
+def _upload_from_token(channel, visitor: Visitor, token: str) -> dict:
+    try:
+        staged = signing.loads(token, salt=UPLOAD_SALT, max_age=24 * 3600)
+    except signing.BadSignature:
+        raise DomainError("That file upload is unknown or expired.", code="invalid_upload") from None
+    if staged.get("v") != visitor.id or not staged["path"].startswith(f"webchat/{channel.id}/"):
+        raise DomainError("That file upload is unknown or expired.", code="invalid_upload")
+    return {key: staged[key] for key in ("path", "content_type", "filename")}
