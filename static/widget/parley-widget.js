@@ -31,9 +31,9 @@
   var root = host.attachShadow ? host.attachShadow({mode: "open"}) : host;
   root.innerHTML =
     "<style>" +
-    ":host{all:initial}*{box-sizing:border-box;font:14px/1.4 system-ui,sans-serif}" +
+    ":host{all:initial}*{box-sizing:border-box;font:14px/1.4 system-ui,sans-serif}[hidden]{display:none!important}" +
     ".launch{position:fixed;right:20px;bottom:20px;width:56px;height:56px;border-radius:50%;border:0;" +
-    "color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;font-size:24px}" +
+    "color:#fff;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000;display:flex;align-items:center;justify-content:center}" +
     ".panel{position:fixed;right:20px;bottom:88px;width:340px;max-width:calc(100vw - 40px);height:480px;" +
     "max-height:calc(100vh - 120px);background:#fff;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.25);" +
     "display:none;flex-direction:column;overflow:hidden;z-index:2147483000}" +
@@ -46,20 +46,20 @@
     ".msg img{max-width:100%;border-radius:6px;display:block}" +
     ".error{color:#b00020;font-size:12px;padding:4px 10px}" +
     "form.send{display:flex;border-top:1px solid #e2e4e8}form.send textarea{flex:1;border:0;padding:10px;resize:none;height:48px}" +
-    "form.send button,label.attach{border:0;background:none;padding:0 12px;cursor:pointer;font-size:18px}" +
+    "form.send button,label.attach{border:0;background:none;padding:0 12px;cursor:pointer;color:#555;display:flex;align-items:center}" +
     "form.prechat{padding:14px;display:flex;flex-direction:column;gap:8px}" +
     "form.prechat input{padding:8px;border:1px solid #ccd;border-radius:6px}" +
     "form.prechat button{padding:9px;border:0;border-radius:6px;color:#fff;cursor:pointer}" +
     ".field-error{color:#b00020;font-size:12px}" +
     "</style>" +
-    '<button class="launch" part="launcher" aria-label="Chat">&#128172;</button>' +
+    '<button class="launch" part="launcher" aria-label="Chat"><svg width="26" height="26" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true"><path d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg></button>' +
     '<div class="panel" role="dialog" aria-label="Chat">' +
     '<div class="head"><div class="title"></div><div class="status"></div></div>' +
     '<div class="log" aria-live="polite"></div><div class="error" hidden></div>' +
     '<form class="prechat" hidden></form>' +
-    '<form class="send"><label class="attach" title="Attach a file">&#128206;<input type="file" hidden></label>' +
+    '<form class="send"><label class="attach" title="Attach a file"><svg width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" aria-hidden="true"><path d="M21 11l-9 9a6 6 0 0 1-8.5-8.5l9-9a4 4 0 0 1 5.7 5.7l-9 9a2 2 0 0 1-2.9-2.9l8.3-8.3"/></svg><input type="file" hidden></label>' +
     '<textarea placeholder="Type a message…" aria-label="Message"></textarea>' +
-    '<button type="submit" aria-label="Send">&#10148;</button></form></div>';
+    '<button type="submit" aria-label="Send"><svg width="18" height="18" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true"><path d="M2 21l21-9L2 3v7l15 2-15 2z"/></svg></button></form></div>';
   var $ = function (sel) { return root.querySelector(sel); };
   var launch = $(".launch"), panel = $(".panel"), log = $(".log"), errorBox = $(".error");
   var sendForm = $("form.send"), prechatForm = $("form.prechat"), input = $("textarea"), fileInput = $("input[type=file]");
@@ -89,7 +89,7 @@
       if (/^image\/(png|jpeg|gif|webp)$/.test(file.content_type)) {
         var img = el("img"); img.src = url; img.alt = file.filename; node.appendChild(img);
       } else {
-        var link = el("a", "", "📄 " + file.filename); link.href = url; link.target = "_blank"; link.rel = "noopener";
+        var link = el("a", "", file.filename); link.href = url; link.target = "_blank"; link.rel = "noopener";
         node.appendChild(el("br")); node.appendChild(link);
       }
     });

@@ -106,3 +106,29 @@ def test_a_note_is_accepted_outside_the_window(tenants, thread):
 
     assert response.status_code == 201
     assert response.json()["kind"] == "note"
+
+
+def test_operator_attaches_a_file_and_one_over_the_channels_limit_is_refused_by_name(tenants, thread):
+    from datetime import timedelta
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    _, conversation, _ = thread
+    Conversation.objects.filter(pk=conversation.pk).update(window_expires_at=timezone.now() + timedelta(hours=1))
+    client = client_for(tenants.teammate)
+    url = f"/api/v1/conversations/{conversation.id}/messages/"
+
+    sent = client.post(
+        url, {"text": "Your invoice", "file": SimpleUploadedFile("inv.pdf", b"%PDF-1.4", "application/pdf")}
+    )
+    huge = SimpleUploadedFile("photo.jpg", b"\xff" * (5 * 1024 * 1024 + 1), "image/jpeg")
+    refused = client.post(url, {"file": huge})
+
+    assert sent.status_code == 201, sent.content
+    [attachment] = sent.json()["attachments"]
+    assert (attachment["filename"], attachment["state"]) == ("inv.pdf", "stored")
+    assert sent.json()["kind"] == "media" and sent.json()["text"] == "Your invoice"
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "too_large" and "file" in refused.json()["fields"]
+    assert Message.objects.filter(direction="out").count() == 1

@@ -19,7 +19,8 @@ PAGE = """<!doctype html>
 display:flex;align-items:center;justify-content:center;font-size:64px}}</style></head>
 <body><p><a href="/shop/">Demo shops</a> · a page served by the channel simulator, not by Parley</p>
 <h1>{title}</h1>
-<div class="product"><div class="box">&#129370;</div><div><h2>Farm eggs, 30 pcs</h2><p>EGP 185 · delivered tomorrow</p>
+<div class="product"><div class="box">30 &times;</div>
+<div><h2>Farm eggs, 30 pcs</h2><p>EGP 185 · delivered tomorrow</p>
 <p>Questions about your order? Use the chat button at the bottom right.</p></div></div>
 {body}
 </body></html>"""
