@@ -1,3 +1,4 @@
+import re
 import secrets
 import uuid
 
@@ -60,3 +61,52 @@ class Channel(WorkspaceScoped):
     def embed_code(self) -> str:
         """The one tag a shop adds to its pages (web chat)."""
         return f'<script src="{self.widget_url}" async></script>'
+
+
+class MessageTemplate(WorkspaceScoped):
+    """A provider-approved message template (WhatsApp's, Messenger's tagged messages…): the only
+    thing a business may send outside the customer-service window. The body numbers its
+    variables `{{1}}`, `{{2}}` as WhatsApp does."""
+
+    class Category(models.TextChoices):
+        MARKETING = "marketing", _("Marketing")
+        UTILITY = "utility", _("Utility")
+        AUTHENTICATION = "authentication", _("Authentication")
+
+    class Status(models.TextChoices):
+        APPROVED = "approved", _("Approved")
+        PENDING = "pending", _("Pending review")
+        REJECTED = "rejected", _("Rejected")
+        PAUSED = "paused", _("Paused")
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="templates")
+    name = models.SlugField(_("name"), max_length=512, help_text=_("The name the provider knows it by."))
+    language = models.CharField(_("language"), max_length=15, default="en", help_text=_("e.g. en, en_US, ru, ar"))
+    category = models.CharField(_("category"), max_length=16, choices=Category.choices, default=Category.UTILITY)
+    body = models.TextField(_("body"), help_text=_("With numbered variables: Hi {{1}}, your order {{2}} has shipped."))
+    example = models.JSONField(_("example values"), default=list, blank=True, help_text=_('e.g. ["Amira", "#1001"]'))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.APPROVED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "name", "language"], name="template_unique_per_language")
+        ]
+        ordering = ["name", "language"]
+        verbose_name = _("message template")
+        verbose_name_plural = _("message templates")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language})"
+
+    @property
+    def variable_count(self) -> int:
+        numbers = [int(n) for n in re.findall(r"\{\{\s*(\d+)\s*\}\}", self.body)]
+        return max(numbers, default=0)
+
+    def render(self, parameters: list[str]) -> str:
+        return re.sub(
+            r"\{\{\s*(\d+)\s*\}\}",
+            lambda m: parameters[int(m.group(1)) - 1] if int(m.group(1)) <= len(parameters) else m.group(0),
+            self.body,
+        )

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
 from apps.contacts.models import Contact, ContactIdentity, CustomFieldDefinition, Tag
-from apps.contacts.services import contact_merge, contact_set_email, contact_set_phone
+from apps.contacts.services import contact_index, contact_merge, contact_set_email, contact_set_phone
 from apps.core.admin import WorkspaceScopedAdmin, WorkspaceScopedInline
 from apps.core.exceptions import DomainError
 
@@ -51,6 +51,7 @@ class ContactAdmin(WorkspaceScopedAdmin):
             contact_set_phone(obj, obj.phone)
         if "email" in form.changed_data:
             contact_set_email(obj, obj.email)
+        contact_index(obj)
         super().save_model(request, obj, form, change)
 
 

@@ -1,3 +1,5 @@
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -60,6 +62,8 @@ class Contact(WorkspaceScoped):
     phone_index = models.CharField(max_length=64, blank=True, editable=False)
     email = EncryptedTextField(_("email"), blank=True)
     email_index = models.CharField(max_length=64, blank=True, editable=False)
+    # Blind indexes of the name's word prefixes, so operators can search encrypted names.
+    search_tokens = ArrayField(models.CharField(max_length=16), default=list, blank=True, editable=False)
     external_id = models.CharField(_("external id"), max_length=120, blank=True)
     language = models.CharField(_("language"), max_length=8, blank=True)
     country = models.CharField(_("country"), max_length=2, blank=True)
@@ -85,6 +89,7 @@ class Contact(WorkspaceScoped):
         indexes = [
             models.Index(fields=["workspace", "phone_index"], name="contact_by_phone"),
             models.Index(fields=["workspace", "email_index"], name="contact_by_email"),
+            GinIndex(fields=["search_tokens"], name="contact_search"),
         ]
         constraints = [
             models.UniqueConstraint(

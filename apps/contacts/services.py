@@ -1,5 +1,7 @@
 """Writes for contacts: recognising a person across channels, and merging duplicates."""
 
+import re
+
 import phonenumbers
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -30,16 +32,60 @@ def normalise_email(raw: str) -> str:
     return raw.strip().lower()
 
 
+NAME_PREFIX_MAX = 12
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _token(kind: str, value: str) -> str:
+    return blind_index(f"{kind}:{value}")[:16]
+
+
+def search_tokens_for(*, name: str, phone: str, email: str) -> list[str]:
+    """Blind tokens that let an operator find an encrypted contact by the start of any word of the
+    name, the last digits of the phone, or the start of the email, without the database ever
+    holding them in the clear."""
+    tokens = set()
+    for word in WORD.findall((name or "").casefold()):
+        tokens.update(_token("n", word[:length]) for length in range(2, min(len(word), NAME_PREFIX_MAX) + 1))
+    digits = re.sub(r"\D", "", phone or "")
+    tokens.update(_token("p", digits[-length:]) for length in range(4, len(digits) + 1))
+    email = (email or "").casefold()
+    tokens.update(_token("e", email[:length]) for length in range(3, min(len(email), 24) + 1))
+    return sorted(tokens)
+
+
+def search_tokens_for_query(query: str) -> list[str]:
+    """The tokens every one of which a contact must carry to match what the operator typed."""
+    tokens = []
+    for term in query.casefold().split():
+        digits = re.sub(r"[\s+()\-]", "", term)
+        if digits.isdigit() and len(digits) >= 4:
+            tokens.append(_token("p", digits[-15:]))
+        elif "@" in term:
+            tokens.append(_token("e", term[:24]))
+        else:
+            tokens += [_token("n", word[:NAME_PREFIX_MAX]) for word in WORD.findall(term) if len(word) >= 2]
+    return tokens
+
+
+def contact_index(contact: Contact) -> list[str]:
+    """Recomputes the blind indexes from the clear values; returns the fields it set."""
+    contact.phone_index = blind_index(contact.phone)
+    contact.email_index = blind_index(contact.email)
+    contact.search_tokens = search_tokens_for(name=contact.name, phone=contact.phone, email=contact.email)
+    return ["phone_index", "email_index", "search_tokens"]
+
+
 def contact_set_phone(contact: Contact, phone: str) -> None:
     contact.phone = normalise_phone(phone) if phone else ""
-    contact.phone_index = blind_index(contact.phone)
+    contact_index(contact)
     if contact.phone and not contact.country:
         contact.country = phonenumbers.region_code_for_number(phonenumbers.parse(contact.phone)) or ""
 
 
 def contact_set_email(contact: Contact, email: str) -> None:
     contact.email = normalise_email(email) if email else ""
-    contact.email_index = blind_index(contact.email)
+    contact_index(contact)
 
 
 def _find_by_phone_or_email(workspace, *, phone: str, email: str) -> Contact | None:
@@ -81,6 +127,7 @@ def contact_resolve(
                 contact = Contact(workspace_id=channel.workspace_id, name=name, external_id=customer_id)
                 contact_set_phone(contact, phone)
                 contact_set_email(contact, email)
+                contact_index(contact)
                 contact.save()
             ContactIdentity.objects.create(
                 workspace_id=channel.workspace_id,
@@ -110,12 +157,12 @@ def contact_fill(contact: Contact, *, name: str = "", phone: str = "", email: st
         contact.name, fields = name, [*fields, "name"]
     if phone and not contact.phone:
         contact_set_phone(contact, phone)
-        fields += ["phone", "phone_index", "country"]
+        fields += ["phone", "country"]
     if email and not contact.email:
         contact_set_email(contact, email)
-        fields += ["email", "email_index"]
+        fields += ["email"]
     if fields:
-        contact.save(update_fields=fields)
+        contact.save(update_fields=[*fields, *contact_index(contact)])
     return contact
 
 
@@ -129,6 +176,7 @@ def contact_touch(contact: Contact, *, name: str = "") -> None:
     fields = {"last_seen_at": timezone.now()}
     if name and not contact.name:
         fields["name"] = name
+        fields["search_tokens"] = search_tokens_for(name=name, phone=contact.phone, email=contact.email)
     Contact.objects.filter(pk=contact.pk).update(**fields)
 
 
@@ -171,5 +219,6 @@ def contact_merge(*, survivor: Contact, duplicate: Contact) -> Contact:
         merged_into=survivor, external_id="", phone_index="", email_index=""
     )
     survivor.external_id = survivor.external_id or external_id
+    contact_index(survivor)
     survivor.save()
     return survivor

@@ -1,5 +1,7 @@
 import uuid
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -89,10 +91,17 @@ class Conversation(WorkspaceScoped):
     )
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     csat_comment = models.TextField(blank=True)
+    tags = models.ManyToManyField("contacts.Tag", blank=True, related_name="conversations", verbose_name=_("tags"))
+    closing_summary = models.TextField(_("closing summary"), blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["contact", "channel"], name="conversation_one_per_channel")]
-        indexes = [models.Index(fields=["workspace", "status", "-last_message_at"], name="conversation_inbox")]
+        # The inbox's views: everything by status, mine, a team's; newest activity first.
+        indexes = [
+            models.Index(fields=["workspace", "status", "-last_message_at"], name="conversation_inbox"),
+            models.Index(fields=["workspace", "assignee", "status", "-last_message_at"], name="conversation_mine"),
+            models.Index(fields=["workspace", "team", "status", "-last_message_at"], name="conversation_team"),
+        ]
         ordering = ["-last_message_at"]
         verbose_name = _("conversation")
         verbose_name_plural = _("conversations")
@@ -183,6 +192,8 @@ class Message(WorkspaceScoped):
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_timeline"),
             models.Index(fields=["state", "created_at"], name="message_by_state"),
+            # The inbox's search over message text ('simple': customers write in many languages).
+            GinIndex(SearchVector("text", config="simple"), name="message_text_search"),
         ]
         ordering = ["created_at", "id"]
         verbose_name = _("message")
@@ -224,3 +235,54 @@ class Attachment(WorkspaceScoped):
 
     def __str__(self) -> str:
         return self.filename or str(self.uuid)
+
+
+class QuickReply(WorkspaceScoped):
+    """A canned answer an operator inserts by typing `/shortcut`. Variables such as
+    `{{contact.first_name}}` and `{{agent.name}}` are filled in when it is inserted."""
+
+    shortcut = models.SlugField(_("shortcut"), max_length=40, allow_unicode=True)
+    text = models.TextField(_("text"))
+    team = models.ForeignKey(
+        "workspaces.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="quick_replies",
+        help_text=_("Offered to this team only; empty for everyone."),
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "shortcut"], name="quick_reply_unique_shortcut")]
+        ordering = ["shortcut"]
+        verbose_name = _("quick reply")
+        verbose_name_plural = _("quick replies")
+
+    def __str__(self) -> str:
+        return f"/{self.shortcut}"
+
+
+class Notification(WorkspaceScoped):
+    """Something an operator must notice: a conversation assigned to them, a mention in a note."""
+
+    class Kind(models.TextChoices):
+        ASSIGNED = "assigned", _("Assigned to you")
+        MENTION = "mention", _("Mentioned you")
+
+    recipient = models.ForeignKey("workspaces.Membership", on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notifications")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    actor = models.ForeignKey("workspaces.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["recipient", "read_at", "-created_at"], name="notification_inbox")]
+        ordering = ["-created_at"]
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.conversation_id}"

@@ -33,16 +33,42 @@ def message_event(message) -> dict:
     }
 
 
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None
+
+
 def conversation_event(conversation) -> dict:
+    """A conversation as an inbox row shows it (the API's list serializer reuses it)."""
     return {
         "id": conversation.id,
         "contact_id": conversation.contact_id,
+        "contact_name": str(conversation.contact),
         "channel_id": conversation.channel_id,
+        "channel_kind": conversation.channel.kind,
         "status": conversation.status,
         "assignee_id": conversation.assignee_id,
         "team_id": conversation.team_id,
+        "priority": conversation.priority,
+        "category": conversation.category,
+        "tag_ids": sorted(tag.pk for tag in conversation.tags.all()),
+        "language": conversation.language,
         "unread_count": conversation.unread_count,
         "authorized": conversation.authorized,
-        "last_message_at": conversation.last_message_at.isoformat() if conversation.last_message_at else None,
-        "window_expires_at": conversation.window_expires_at.isoformat() if conversation.window_expires_at else None,
+        "waiting_since": _iso(conversation.waiting_since),
+        "snoozed_until": _iso(conversation.snoozed_until),
+        "last_message_at": _iso(conversation.last_message_at),
+        "window_expires_at": _iso(conversation.window_expires_at),
+        "closed_at": _iso(conversation.closed_at),
+    }
+
+
+def notification_event(notification) -> dict:
+    return {
+        "id": notification.id,
+        "kind": notification.kind,
+        "conversation_id": notification.conversation_id,
+        "message_id": notification.message_id,
+        "actor_id": notification.actor_id,
+        "created_at": _iso(notification.created_at),
+        "read_at": _iso(notification.read_at),
     }

@@ -15,6 +15,8 @@ EVENT_FIELDS: dict[str, frozenset[str]] = {
     "message.status": frozenset({"conversation_id", "message_id", "state", "error_code", "error_reason"}),
     "conversation.updated": frozenset({"conversation"}),
     "attachment.failed": frozenset({"conversation_id", "message_id", "attachment_id", "reason"}),
+    "conversation.typing": frozenset({"conversation_id", "user_id", "name"}),
+    "notification.created": frozenset({"notification"}),
 }
 
 

@@ -60,6 +60,30 @@ def publish_on_commit(workspace_id: int, event: dict, *, origin: str | None = No
     transaction.on_commit(partial(publish, workspace_id, event, origin=origin))
 
 
+def _envelope(workspace_id: int, event: dict, origin: str | None) -> dict:
+    return {**event, "workspace_id": workspace_id, "origin": origin, "at": timezone.now().isoformat(), "id": None}
+
+
+def publish_ephemeral(workspace_id: int, event: dict, *, origin: str | None = None) -> None:
+    """To the sockets connected now, not kept in the stream (typing hints: stale in seconds)."""
+    async_to_sync(get_channel_layer().group_send)(
+        workspace_group(workspace_id), {"type": "realtime.event", "event": _envelope(workspace_id, event, origin)}
+    )
+
+
+def notify_user_on_commit(user_id: int, event: dict, *, workspace_id: int | None = None) -> None:
+    """To one person's sockets, whichever workspace they are looking at. Not in the stream: what
+    it announces is kept in the database (notifications) and loaded with the page."""
+
+    def send():
+        envelope = _envelope(workspace_id, event, None)
+        async_to_sync(get_channel_layer().group_send)(
+            user_group(user_id), {"type": "realtime.event", "event": envelope}
+        )
+
+    transaction.on_commit(send)
+
+
 def last_event_id(workspace_id: int) -> str:
     newest = get_redis().xrevrange(_stream_key(workspace_id), count=1)
     return newest[0][0].decode() if newest else "0-0"

@@ -79,6 +79,24 @@ class Workspace(models.Model):
         validators=[validate_business_hours],
         help_text=_('Opening intervals per weekday in the workspace time zone, e.g. {"mon": [["09:00", "18:00"]]}.'),
     )
+    # Service-level targets for a customer waiting on a reply: the inbox turns amber, then red.
+    reply_warning_minutes = models.PositiveIntegerField(
+        _("reply warning after (minutes)"),
+        default=5,
+        help_text=_("A customer waiting longer than this is shown in amber."),
+    )
+    reply_breach_minutes = models.PositiveIntegerField(
+        _("reply target (minutes)"),
+        default=15,
+        help_text=_("A customer waiting longer than this is shown in red: the target is missed."),
+    )
+    closing_categories = ArrayField(
+        models.CharField(max_length=60),
+        default=list,
+        blank=True,
+        verbose_name=_("closing categories"),
+        help_text=_("What a closed conversation was about, chosen when closing (comma-separated)."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,8 +1,10 @@
 from rest_framework import serializers
 
+from apps.contacts.models import Tag
 from apps.conversations import payloads
 from apps.conversations.models import Conversation, Message
-from apps.core.api.serializers import StrictSerializerMixin
+from apps.core.api.serializers import StrictSerializerMixin, WorkspaceRelatedField
+from apps.workspaces.models import Membership, Team
 
 
 class ConversationSerializer(serializers.ModelSerializer):
@@ -33,6 +35,40 @@ class ConversationSerializer(serializers.ModelSerializer):
             "authorized",
         )
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        return {
+            **super().to_representation(instance),
+            **payloads.conversation_event(instance),
+            "last_message": getattr(instance, "last_message", None),
+        }
+
+
+class ConversationUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
+    priority = serializers.ChoiceField(choices=Conversation.Priority.choices, required=False)
+    category = serializers.CharField(max_length=60, allow_blank=True, required=False)
+    tags = WorkspaceRelatedField(queryset=Tag.objects.all(), many=True, required=False)
+
+
+class ConversationAssignSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Absent fields stay as they are; null unassigns. A note makes it a transfer."""
+
+    assignee = WorkspaceRelatedField(queryset=Membership.objects.all(), allow_null=True, required=False)
+    team = WorkspaceRelatedField(queryset=Team.objects.all(), allow_null=True, required=False)
+    note = serializers.CharField(max_length=4096, allow_blank=True, required=False, default="")
+
+
+class ConversationCloseSerializer(StrictSerializerMixin, serializers.Serializer):
+    category = serializers.CharField(max_length=60, allow_blank=True, required=False, default="")
+    summary = serializers.CharField(max_length=4096, allow_blank=True, required=False, default="")
+
+
+class ConversationSnoozeSerializer(StrictSerializerMixin, serializers.Serializer):
+    until = serializers.DateTimeField()
+
+
+class EmptySerializer(StrictSerializerMixin, serializers.Serializer):
+    pass
 
 
 class MessageSerializer(serializers.ModelSerializer):

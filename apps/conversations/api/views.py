@@ -2,18 +2,108 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.conversations import services
-from apps.conversations.api.serializers import ConversationSerializer, MessageSendSerializer, MessageSerializer
+from apps.conversations import selectors, services
+from apps.conversations.api.filters import ConversationFilter
+from apps.conversations.api.serializers import (
+    ConversationAssignSerializer,
+    ConversationCloseSerializer,
+    ConversationSerializer,
+    ConversationSnoozeSerializer,
+    ConversationUpdateSerializer,
+    EmptySerializer,
+    MessageSendSerializer,
+    MessageSerializer,
+)
 from apps.conversations.models import Conversation, Message
 from apps.conversations.selectors import message_timeline
+from apps.core.api.pagination import CursorPagination
 from apps.core.api.viewsets import WorkspaceReadOnlyViewSet
 
 
+class TimelinePagination(CursorPagination):
+    """Newest first, whatever the conversation list is ordered by."""
+
+    def get_ordering(self, request, queryset, view):
+        return ("-id",)
+
+
+def _actor(request):
+    return request.user if getattr(request.user, "pk", None) else None
+
+
 class ConversationViewSet(WorkspaceReadOnlyViewSet):
-    queryset = Conversation.objects.select_related("contact", "channel")
+    """The workspace's conversations, newest activity first; the inbox's list is this endpoint
+    with `view`, `status`, the other filters and `q`. Acting on one (assign, close, …) is a POST
+    to its action; any member may act on what is unassigned, theirs or their team's."""
+
+    queryset = Conversation.objects.select_related("contact", "channel").prefetch_related("tags")
     serializer_class = ConversationSerializer
-    filterset_fields = ("status", "channel", "assignee", "team", "contact")
-    ordering = "-id"
+    filterset_class = ConversationFilter
+    ordering = ("-last_message_at", "-id")
+    ordering_fields = ("last_message_at", "id", "opened_at", "waiting_since")
+    member_writes = True  # every write is an act on a conversation, checked by check_may_act
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        return selectors.with_last_message(queryset) if self.action == "list" else queryset
+
+    def _done(self, request, conversation) -> Response:
+        conversation = self.get_queryset().get(pk=conversation.pk)
+        return Response(ConversationSerializer(conversation).data)
+
+    def _args(self, request) -> dict:
+        return {
+            "actor": _actor(request),
+            "membership": request.membership,
+            "origin": request.headers.get("X-Parley-Socket"),
+        }
+
+    def partial_update(self, request, pk=None):
+        """PATCH priority, category and tags."""
+        conversation = self.get_object()
+        serializer = ConversationUpdateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        services.conversation_update(conversation=conversation, **self._args(request), **serializer.validated_data)
+        return self._done(request, conversation)
+
+    @action(detail=True, methods=["post"], member_writes=True, serializer_class=ConversationAssignSerializer)
+    def assign(self, request, pk=None):
+        """Assign to a member and/or a team (null unassigns); with a `note` it is a transfer."""
+        conversation = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.conversation_assign(conversation=conversation, **self._args(request), **serializer.validated_data)
+        return self._done(request, conversation)
+
+    @action(detail=True, methods=["post"], member_writes=True, serializer_class=ConversationCloseSerializer)
+    def close(self, request, pk=None):
+        conversation = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.conversation_close(conversation=conversation, **self._args(request), **serializer.validated_data)
+        return self._done(request, conversation)
+
+    @action(detail=True, methods=["post"], member_writes=True, serializer_class=EmptySerializer)
+    def reopen(self, request, pk=None):
+        conversation = self.get_object()
+        self.get_serializer(data=request.data).is_valid(raise_exception=True)
+        services.conversation_reopen(conversation=conversation, **self._args(request))
+        return self._done(request, conversation)
+
+    @action(detail=True, methods=["post"], member_writes=True, serializer_class=ConversationSnoozeSerializer)
+    def snooze(self, request, pk=None):
+        conversation = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.conversation_snooze(conversation=conversation, **self._args(request), **serializer.validated_data)
+        return self._done(request, conversation)
+
+    @action(detail=True, methods=["post"], member_writes=True, serializer_class=EmptySerializer)
+    def read(self, request, pk=None):
+        """The operator has seen it: the unread count goes to zero."""
+        conversation = self.get_object()
+        services.conversation_mark_read(conversation=conversation, origin=request.headers.get("X-Parley-Socket"))
+        return self._done(request, conversation)
 
     @action(detail=True, methods=["get", "post"], member_writes=True, serializer_class=MessageSendSerializer)
     def messages(self, request, pk=None):
@@ -21,8 +111,9 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
         multipart/form-data with a `file`, send that file (`text` is its caption)."""
         conversation = self.get_object()
         if request.method == "GET":
-            page = self.paginate_queryset(message_timeline(conversation=conversation).order_by("-id"))
-            return self.get_paginated_response(MessageSerializer(page, many=True).data)
+            paginator = TimelinePagination()
+            page = paginator.paginate_queryset(message_timeline(conversation=conversation), request, view=self)
+            return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -31,10 +122,9 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
             if data["reply_to"]
             else None
         )
-        author = request.user if getattr(request.user, "pk", None) else None
         message = services.message_send(
             conversation=conversation,
-            author=author,
+            author=_actor(request),
             text=data["text"],
             kind=data["kind"],
             payload=data["payload"],

@@ -93,6 +93,7 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
             contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
         )
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        conversation.contact, conversation.channel = contact, channel  # already in hand
         # Checked again under the conversation's lock: concurrent duplicates queue up here.
         if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
             return None
@@ -304,6 +305,9 @@ def note_add(*, conversation: Conversation, author, text: str, origin: str | Non
             state=DeliveryState.SENT,
         )
         _publish_message(message, origin=origin)
+        from apps.conversations.services.actions import mentions_notify
+
+        mentions_notify(message=message)
     return message
 
 

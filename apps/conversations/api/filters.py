@@ -1,0 +1,37 @@
+from django_filters import rest_framework as filters
+
+from apps.conversations import selectors
+from apps.conversations.models import Conversation
+
+
+class ConversationFilter(filters.FilterSet):
+    """The inbox's list and the API's: a view (mine, unassigned, team, all), the usual fields,
+    and `q` to search by contact name, phone, email or message text."""
+
+    view = filters.ChoiceFilter(choices=[(v, v) for v in selectors.INBOX_VIEWS], method="filter_view")
+    status = filters.MultipleChoiceFilter(choices=Conversation.Status.choices)
+    priority = filters.MultipleChoiceFilter(choices=Conversation.Priority.choices)
+    tag = filters.NumberFilter(field_name="tags")
+    q = filters.CharFilter(method="filter_search")
+    updated_since = filters.IsoDateTimeFilter(field_name="last_message_at", lookup_expr="gte")
+
+    class Meta:
+        model = Conversation
+        fields = (
+            "view",
+            "status",
+            "channel",
+            "assignee",
+            "team",
+            "contact",
+            "tag",
+            "category",
+            "language",
+            "priority",
+        )
+
+    def filter_view(self, queryset, name, value):
+        return selectors.inbox_view_filter(queryset, view=value, membership=getattr(self.request, "membership", None))
+
+    def filter_search(self, queryset, name, value):
+        return selectors.conversation_search(queryset, workspace_id=self.request.workspace.pk, query=value)
