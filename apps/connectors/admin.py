@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from apps.connectors.models import Channel, ChannelKind
+from apps.connectors.models import Channel, ChannelKind, MessageTemplate
 from apps.core.admin import WorkspaceScopedAdmin
 
 
@@ -45,3 +45,13 @@ class ChannelAdmin(WorkspaceScopedAdmin):
                 "customerHash is the hex HMAC-SHA256 of customerId keyed with the webhook verify token."
             ),
         )
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(WorkspaceScopedAdmin):
+    """The provider-approved templates operators may send once the customer-service window has
+    closed (the inbox offers them), and campaigns use."""
+
+    list_display = ("name", "language", "channel", "category", "status", "workspace")
+    list_filter = ("status", "category", ("workspace", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("name", "body")

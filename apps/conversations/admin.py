@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from apps.conversations.models import Conversation, InboundEvent, Message
+from apps.conversations.models import Conversation, InboundEvent, Message, QuickReply
 from apps.conversations.services import inbound_event_replay
 from apps.core.admin import WorkspaceScopedAdmin
 
@@ -46,3 +46,13 @@ class InboundEventAdmin(WorkspaceScopedAdmin):
         for event in queryset:
             inbound_event_replay(event=event)
         messages.success(request, _("Queued for processing again."))
+
+
+@admin.register(QuickReply)
+class QuickReplyAdmin(WorkspaceScopedAdmin):
+    """Canned answers: operators type `/shortcut` in the reply box. Variables:
+    {{contact.first_name}}, {{contact.name}}, {{agent.name}}, {{agent.first_name}}."""
+
+    list_display = ("shortcut", "text", "team", "workspace")
+    list_filter = (("workspace", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("shortcut", "text")

@@ -32,3 +32,8 @@ def fetch_inbound_media(attachment_id: int) -> None:
 @shared_task(name="conversations.requeue_stale_messages")
 def requeue_stale_messages() -> int:
     return services.messages_requeue_stale(older_than=timezone.now() - timedelta(minutes=2))
+
+
+@shared_task(name="conversations.wake_snoozed")
+def wake_snoozed() -> int:
+    return services.conversations_wake_snoozed(now=timezone.now())

@@ -10,6 +10,7 @@ SCHEDULES = [
         "task": "conversations.requeue_stale_messages",
         "every": 60,
     },
+    {"name": "Reopen snoozed conversations whose time has come", "task": "conversations.wake_snoozed", "every": 60},
 ]
 
 

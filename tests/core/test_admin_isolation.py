@@ -1,0 +1,86 @@
+"""Every workspace-scoped page of the admin, whichever app registered it: a supervisor of
+workspace A neither lists nor opens workspace B's rows. A new admin must add a maker below, or
+this test fails and says so."""
+
+import pytest
+from django.contrib import admin
+from django.utils import timezone
+
+from apps.connectors.models import MessageTemplate
+from apps.contacts.models import Contact, CustomFieldDefinition, Tag
+from apps.contacts.services import contact_resolve
+from apps.conversations.models import Conversation, InboundEvent, Message, QuickReply
+from apps.core.admin import WorkspaceScopedAdmin
+from apps.workspaces.models import ApiToken, Membership
+from tests.conftest import client_for
+from tests.conversations.whatsapp import make_whatsapp_channel
+
+pytestmark = pytest.mark.django_db
+
+
+def _conversation(workspace):
+    channel = make_whatsapp_channel(workspace)
+    contact = contact_resolve(channel=channel, external_id=f"20100{workspace.pk:07}", name="Someone")
+    return Conversation.objects.create(workspace=workspace, contact=contact, channel=channel)
+
+
+def _message(workspace):
+    conversation = _conversation(workspace)
+    return Message.objects.create(
+        workspace=workspace,
+        conversation=conversation,
+        channel=conversation.channel,
+        direction="in",
+        sender_kind="contact",
+        text="hi",
+        state="received",
+    )
+
+
+MAKERS = {
+    "workspaces.workspace": lambda ws: ws,
+    "workspaces.membership": lambda ws: Membership.objects.filter(workspace=ws).first(),
+    "workspaces.team": None,  # the tenants fixture has one per workspace
+    "workspaces.apitoken": lambda ws: ApiToken.objects.filter(workspace=ws).first(),
+    "connectors.channel": make_whatsapp_channel,
+    "connectors.messagetemplate": lambda ws: MessageTemplate.objects.create(
+        workspace=ws, channel=make_whatsapp_channel(ws), name="order_shipped", body="Hi {{1}}"
+    ),
+    "contacts.contact": lambda ws: Contact.objects.create(workspace=ws, name="Hidden Person"),
+    "contacts.tag": lambda ws: Tag.objects.create(workspace=ws, name="vip"),
+    "contacts.customfielddefinition": lambda ws: CustomFieldDefinition.objects.create(
+        workspace=ws, key="size", label="Size"
+    ),
+    "conversations.conversation": _conversation,
+    "conversations.message": _message,
+    "conversations.inboundevent": lambda ws: InboundEvent.objects.create(
+        workspace=ws, channel=make_whatsapp_channel(ws), body="{}", headers={}, received_at=timezone.now()
+    ),
+    "conversations.quickreply": lambda ws: QuickReply.objects.create(workspace=ws, shortcut="hello", text="Hello!"),
+}
+
+
+def scoped_models():
+    return sorted(
+        model._meta.label_lower
+        for model, model_admin in admin.site._registry.items()
+        if isinstance(model_admin, WorkspaceScopedAdmin)
+    )
+
+
+def test_every_scoped_admin_has_a_maker_here():
+    assert set(scoped_models()) <= set(MAKERS), "add a maker for the new admin to MAKERS"
+
+
+@pytest.mark.parametrize("label", scoped_models())
+def test_supervisor_of_a_cannot_list_or_open_bs_rows(tenants, label):
+    hidden = tenants.team_b if label == "workspaces.team" else MAKERS[label](tenants.b)
+    app, model = label.split(".")
+    client = client_for(tenants.supervisor)
+
+    listed = client.get(f"/admin/{app}/{model}/")
+    opened = client.get(f"/admin/{app}/{model}/{hidden.pk}/change/")
+
+    assert listed.status_code == 200
+    assert hidden.pk not in {row.pk for row in listed.context["cl"].queryset}
+    assert opened.status_code == 404
