@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("apps.workspaces.api.urls")),
     path("", include("apps.connectors.api.urls")),
     path("", include("apps.conversations.api.urls")),
+    path("", include("apps.contacts.api.urls")),
 ]
 
 # Anything else under /api/v1/ answers with the API's JSON 404, not an HTML page.

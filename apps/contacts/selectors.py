@@ -31,3 +31,17 @@ def contact_merge_suggestions(*, workspace) -> list[list[Contact]]:
                 list(contacts_active(workspace=workspace).filter(**{index_field: value}).order_by("created_at"))
             )
     return groups
+
+
+def contact_duplicates(*, contact: Contact) -> QuerySet[Contact]:
+    """Other contacts of the workspace with the same phone or email: merge candidates."""
+    from django.db.models import Q
+
+    same = Q()
+    if contact.phone_index:
+        same |= Q(phone_index=contact.phone_index)
+    if contact.email_index:
+        same |= Q(email_index=contact.email_index)
+    if not same:
+        return Contact.objects.none()
+    return contacts_active(workspace=contact.workspace_id).filter(same).exclude(pk=contact.pk).order_by("created_at")

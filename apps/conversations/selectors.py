@@ -82,3 +82,95 @@ def with_last_message(queryset: QuerySet[Conversation]) -> QuerySet[Conversation
         )[:1]
     )
     return queryset.annotate(last_message=Subquery(newest))
+
+
+def contact_conversations(*, contact) -> QuerySet[Conversation]:
+    return with_last_message(
+        Conversation.objects.filter(workspace_id=contact.workspace_id, contact=contact)
+        .select_related("contact", "channel")
+        .prefetch_related("tags")
+        .order_by("-last_message_at", "-id")
+    )
+
+
+def contact_timeline(*, contact) -> QuerySet[Message]:
+    """The person's messages on every channel, for the inbox's thread."""
+    return (
+        Message.objects.filter(workspace_id=contact.workspace_id, conversation__contact=contact)
+        .select_related("channel")
+        .prefetch_related("attachments")
+    )
+
+
+def conversation_get(*, workspace_id: int, pk: int) -> Conversation | None:
+    return Conversation.objects.filter(workspace_id=workspace_id, pk=pk).first()
+
+
+def inbox_bootstrap(*, context, user) -> dict:
+    """Everything the inbox page needs before its first request: who I am, my colleagues, teams,
+    tags, channels, quick replies, approved templates, unread notifications. Loaded once with the
+    page; kept current by the websocket."""
+    from apps.connectors.models import Channel, MessageTemplate
+    from apps.connectors.registry import connector_for
+    from apps.contacts.models import Tag
+    from apps.conversations.models import Notification, QuickReply
+    from apps.conversations.payloads import notification_event
+    from apps.workspaces.models import Team
+
+    workspace, membership = context.workspace, context.membership
+    members = Membership.objects.filter(workspace=workspace).select_related("user", "agent_status").order_by("id")
+    teams = Team.objects.filter(workspace=workspace).prefetch_related("members").order_by("name")
+    my_teams = [team.pk for team in teams if membership in team.members.all()]
+    quick_replies = QuickReply.objects.filter(workspace=workspace).filter(Q(team__isnull=True) | Q(team__in=my_teams))
+    templates = MessageTemplate.objects.filter(workspace=workspace, status=MessageTemplate.Status.APPROVED)
+    notifications = Notification.objects.filter(recipient=membership, read_at__isnull=True)[:50]
+    return {
+        "me": {
+            "user_id": user.pk,
+            "membership_id": membership.pk,
+            "name": user.display_name,
+            "username": user.username,
+            "role": membership.role,
+            "is_supervisor": membership.is_admin,
+            "status": getattr(getattr(membership, "agent_status", None), "status", "offline"),
+            "team_ids": my_teams,
+        },
+        "workspace": {
+            "id": workspace.pk,
+            "slug": workspace.slug,
+            "name": workspace.name,
+            "reply_warning_minutes": workspace.reply_warning_minutes,
+            "reply_breach_minutes": workspace.reply_breach_minutes,
+            "closing_categories": workspace.closing_categories,
+        },
+        "members": [
+            {
+                "id": m.pk,
+                "user_id": m.user_id,
+                "name": m.user.display_name,
+                "username": m.user.username,
+                "role": m.role,
+                "status": getattr(getattr(m, "agent_status", None), "status", "offline"),
+            }
+            for m in members
+        ],
+        "teams": [{"id": t.pk, "name": t.name, "categories": t.categories, "languages": t.languages} for t in teams],
+        "tags": [{"id": t.pk, "name": t.name, "color": t.color} for t in Tag.objects.filter(workspace=workspace)],
+        "channels": [
+            {"id": c.pk, "name": c.name, "kind": c.kind, "reply_window_hours": connector_for(c).reply_window_hours}
+            for c in Channel.objects.filter(workspace=workspace)
+        ],
+        "quick_replies": [{"id": q.pk, "shortcut": q.shortcut, "text": q.text} for q in quick_replies],
+        "templates": [
+            {
+                "id": t.pk,
+                "channel_id": t.channel_id,
+                "name": t.name,
+                "language": t.language,
+                "body": t.body,
+                "variable_count": t.variable_count,
+            }
+            for t in templates
+        ],
+        "notifications": [notification_event(n) for n in notifications],
+    }

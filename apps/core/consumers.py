@@ -56,7 +56,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
-        handlers = {"ping": self.on_ping, "resync": self.on_resync}
+        handlers = {"ping": self.on_ping, "resync": self.on_resync, "typing": self.on_typing}
         handler = handlers.get(content.get("type")) if isinstance(content, dict) else None
         if handler is None:
             await self.send_json({"type": "error", "code": "unknown_message"})
@@ -76,8 +76,30 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         events = await sync_to_async(realtime.events_since)(self.workspace_id, since)
         await self.send_json({"type": "resync", "events": events})
 
+    async def on_typing(self, content):
+        """An operator is typing a reply: their colleagues on the same conversation see a hint."""
+        conversation_id = content.get("conversation_id")
+        if not isinstance(conversation_id, int):
+            await self.send_json({"type": "error", "code": "invalid_conversation"})
+            return
+        await database_sync_to_async(_typing)(
+            workspace_id=self.workspace_id,
+            conversation_id=conversation_id,
+            user=self.scope["user"],
+            origin=self.channel_name,
+        )
+
     async def realtime_event(self, message):
         event = message["event"]
         if event.get("origin") == self.channel_name:
             return  # the author's own action: its page already shows it
         await self.send_json(event)
+
+
+def _typing(*, workspace_id: int, conversation_id: int, user, origin: str) -> None:
+    from apps.conversations.selectors import conversation_get
+    from apps.conversations.services import typing_announce
+
+    conversation = conversation_get(workspace_id=workspace_id, pk=conversation_id)
+    if conversation is not None:  # another workspace's conversation is simply not there
+        typing_announce(conversation=conversation, user=user, origin=origin)

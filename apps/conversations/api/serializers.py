@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from apps.contacts.models import Tag
 from apps.conversations import payloads
-from apps.conversations.models import Conversation, Message
+from apps.conversations.models import Conversation, Message, Notification
 from apps.core.api.serializers import StrictSerializerMixin, WorkspaceRelatedField
 from apps.workspaces.models import Membership, Team
 
@@ -95,3 +95,16 @@ class MessageSendSerializer(StrictSerializerMixin, serializers.Serializer):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be an object.")
         return value
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    def to_representation(self, instance):
+        return payloads.notification_event(instance)
+
+    class Meta:
+        model = Notification
+        fields = ("id",)
+
+
+class NotificationReadSerializer(StrictSerializerMixin, serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=500)

@@ -13,8 +13,10 @@ from apps.conversations.api.serializers import (
     EmptySerializer,
     MessageSendSerializer,
     MessageSerializer,
+    NotificationReadSerializer,
+    NotificationSerializer,
 )
-from apps.conversations.models import Conversation, Message
+from apps.conversations.models import Conversation, Message, Notification
 from apps.conversations.selectors import message_timeline
 from apps.core.api.pagination import CursorPagination
 from apps.core.api.viewsets import WorkspaceReadOnlyViewSet
@@ -44,8 +46,7 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
     member_writes = True  # every write is an act on a conversation, checked by check_may_act
 
     def get_queryset(self):
-        queryset = super().get_queryset()
-        return selectors.with_last_message(queryset) if self.action == "list" else queryset
+        return selectors.with_last_message(super().get_queryset())
 
     def _done(self, request, conversation) -> Response:
         conversation = self.get_queryset().get(pk=conversation.pk)
@@ -135,3 +136,27 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
             upload=data["file"],
         )
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class NotificationViewSet(WorkspaceReadOnlyViewSet):
+    """My notifications in this workspace (assigned to me, mentioned me), newest first."""
+
+    queryset = Notification.objects.all()
+    serializer_class = NotificationSerializer
+    filterset_fields = ("kind",)
+    member_writes = True
+
+    def get_queryset(self):
+        return super().get_queryset().filter(recipient=self.request.membership)
+
+    @action(detail=False, methods=["post"], serializer_class=NotificationReadSerializer)
+    def read(self, request):
+        """Mark mine read: the ones named by `ids`, or all."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if request.membership is None:
+            return Response({"read": 0})
+        count = services.notification_mark_read(
+            membership=request.membership, ids=serializer.validated_data.get("ids")
+        )
+        return Response({"read": count})

@@ -204,6 +204,8 @@ def message_send(
     if upload is not None:
         kind = Message.Kind.MEDIA
         _check_upload(conversation, upload)
+    if kind == Message.Kind.TEMPLATE and payload and "template_id" in payload:
+        text, payload = _template_message(conversation, payload)
     if not text and kind == Message.Kind.TEXT:
         raise DomainError("A message needs text.", code="empty_message", fields={"text": ["Required."]})
     _check_reply_window(conversation, kind)
@@ -234,6 +236,39 @@ def message_send(
 
         transaction.on_commit(lambda: deliver_message.delay(message.id))
     return message
+
+
+def _template_message(conversation: Conversation, payload: dict) -> tuple[str, dict]:
+    """A template chosen in the inbox (`{"template_id", "parameters"}`) as the provider wants it,
+    and its text as the customer will read it."""
+    from apps.connectors.models import MessageTemplate
+
+    template = MessageTemplate.objects.filter(
+        pk=payload.get("template_id"),
+        workspace_id=conversation.workspace_id,
+        channel_id=conversation.channel_id,
+        status=MessageTemplate.Status.APPROVED,
+    ).first()
+    if template is None:
+        raise DomainError(
+            "No approved template with that id on this conversation's channel.",
+            code="invalid_template",
+            fields={"template_id": ["Unknown or not approved."]},
+        )
+    parameters = [str(value) for value in payload.get("parameters") or []]
+    if len(parameters) != template.variable_count or not all(p.strip() for p in parameters):
+        raise DomainError(
+            f"The template {template.name} needs {template.variable_count} value(s).",
+            code="invalid_template",
+            fields={"parameters": [f"Give {template.variable_count} non-empty value(s)."]},
+        )
+    components = (
+        [{"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}]
+        if parameters
+        else []
+    )
+    provider = {"name": template.name, "language": {"code": template.language}, "components": components}
+    return template.render(parameters), {"template": provider, "template_id": template.pk, "parameters": parameters}
 
 
 def _check_upload(conversation: Conversation, upload) -> None:

@@ -42,10 +42,14 @@ class AgentSerializer(serializers.ModelSerializer):
     capacity = serializers.IntegerField(source="agent_status.capacity", read_only=True, default=0)
     last_seen_at = serializers.DateTimeField(source="agent_status.last_seen_at", read_only=True, default=None)
     teams = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    open_conversations = serializers.IntegerField(read_only=True, default=0)
 
     class Meta:
         model = Membership
-        fields = ("id", "username", "name", "role", "status", "capacity", "last_seen_at", "teams")
+        fields = (
+            *("id", "username", "name", "role", "status", "capacity", "last_seen_at", "teams"),
+            "open_conversations",
+        )
 
 
 class AgentStatusSerializer(StrictModelSerializer):

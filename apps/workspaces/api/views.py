@@ -1,3 +1,4 @@
+from django.db.models import Count, Q
 from django_filters import rest_framework as filters
 from rest_framework import mixins
 from rest_framework.decorators import action
@@ -47,7 +48,17 @@ class AgentFilter(filters.FilterSet):
 
 
 class AgentViewSet(WorkspaceReadOnlyViewSet):
-    queryset = Membership.objects.select_related("user", "agent_status").prefetch_related("teams")
+    # Load: open conversations assigned to each agent, for the supervisors' live board.
+    queryset = (
+        Membership.objects.select_related("user", "agent_status")
+        .prefetch_related("teams")
+        .annotate(
+            open_conversations=Count(
+                "assigned_conversations", filter=Q(assigned_conversations__status__in=("open", "pending"))
+            )
+        )
+        .order_by("id")
+    )
     serializer_class = AgentSerializer
     filterset_class = AgentFilter
 

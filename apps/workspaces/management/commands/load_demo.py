@@ -77,7 +77,8 @@ class Command(BaseCommand):
                     ends_at=time.fromisoformat(hours["to"]),
                 )
         if spec.get("whatsapp"):
-            self._whatsapp_channel(workspace, spec["whatsapp"])
+            self._whatsapp_channel(workspace, spec["whatsapp"], spec.get("templates", []))
+        self._inbox_setup(workspace, spec)
         if spec.get("webchat"):
             self._webchat_channel(workspace, spec["webchat"])
         for holiday in spec["holidays"]:
@@ -89,12 +90,40 @@ class Command(BaseCommand):
                 defaults={"closed": True, "reason": holiday["reason"]},
             )
 
-    def _whatsapp_channel(self, workspace, spec) -> None:
+    def _inbox_setup(self, workspace, spec) -> None:
+        """What operators need on day one: closing categories, tags, quick replies."""
+        from apps.contacts.models import Tag
+        from apps.conversations.models import QuickReply
+
+        if spec.get("closing_categories") and not workspace.closing_categories:
+            workspace.closing_categories = spec["closing_categories"]
+            workspace.save(update_fields=["closing_categories"])
+        for tag in spec.get("tags", []):
+            Tag.objects.get_or_create(workspace=workspace, name=tag["name"], defaults={"color": tag["color"]})
+        for reply in spec.get("quick_replies", []):
+            QuickReply.objects.get_or_create(
+                workspace=workspace, shortcut=reply["shortcut"], defaults={"text": reply["text"]}
+            )
+
+    def _whatsapp_channel(self, workspace, spec, templates) -> None:
+        from apps.connectors.models import Channel, MessageTemplate
+
+        channel = Channel.objects.filter(workspace=workspace, kind="whatsapp", name=spec["name"]).first()
+        if channel is None:
+            channel = self._create_whatsapp_channel(workspace, spec)
+        for template in templates:
+            MessageTemplate.objects.get_or_create(
+                workspace=workspace,
+                channel=channel,
+                name=template["name"],
+                language=template["language"],
+                defaults={k: template[k] for k in ("category", "body", "example")},
+            )
+
+    def _create_whatsapp_channel(self, workspace, spec):
         from apps.connectors.models import Channel
 
-        if Channel.objects.filter(workspace=workspace, kind="whatsapp", name=spec["name"]).exists():
-            return
-        Channel.objects.create(
+        return Channel.objects.create(
             workspace=workspace,
             kind="whatsapp",
             name=spec["name"],
