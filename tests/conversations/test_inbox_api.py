@@ -217,3 +217,32 @@ def test_outsiders_get_404_on_every_action(tenants, inbox):
         f"/api/v1/conversations/{amira.id}/assign/", {"team": team_b.id}, "application/json"
     )
     assert foreign_team.status_code == 400 and "team" in foreign_team.json()["fields"]
+
+
+def test_outside_the_window_an_approved_template_goes_with_its_parameters(tenants, inbox):
+    from apps.connectors.models import MessageTemplate
+
+    amira = inbox[0]
+    template = MessageTemplate.objects.create(
+        workspace=tenants.a, channel=amira.channel, name="order_update", body="Hi {{1}}, your order {{2}} is {{3}}."
+    )
+    client = client_for(tenants.teammate)
+    url = f"/api/v1/conversations/{amira.id}/messages/"
+
+    free_text = client.post(url, {"text": "hello?"}, "application/json")
+    missing = client.post(
+        url, {"kind": "template", "payload": {"template_id": template.id, "parameters": ["Amira"]}}, "application/json"
+    )
+    sent = client.post(
+        url,
+        {"kind": "template", "payload": {"template_id": template.id, "parameters": ["Amira", "#1001", "on its way"]}},
+        "application/json",
+    )
+
+    assert free_text.status_code == 400 and free_text.json()["code"] == "window_closed"
+    assert missing.status_code == 400 and "parameters" in missing.json()["fields"]
+    assert sent.status_code == 201, sent.content
+    assert sent.json()["text"] == "Hi Amira, your order #1001 is on its way."
+    message = Message.objects.get(pk=sent.json()["id"])
+    assert message.payload["template"]["name"] == "order_update"
+    assert message.payload["template"]["components"][0]["parameters"][2] == {"type": "text", "text": "on its way"}
