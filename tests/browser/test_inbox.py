@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
 from apps.contacts.models import Tag
 from apps.conversations.models import Conversation, Message, QuickReply
@@ -38,6 +39,7 @@ def browser(monkeypatch):
             yield browser
         finally:
             browser.close()
+            connections.close_all()  # the ones opened while Playwright's loop ran
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.db import connections
 
 from apps.connectors.models import Channel
 from apps.conversations.models import Conversation, Message
@@ -37,6 +38,7 @@ def browser_page(monkeypatch):
             yield browser.new_page()
         finally:
             browser.close()
+            connections.close_all()  # the ones opened while Playwright's loop ran
 
 
 def shop_with_widget(live, simulator, **settings):
