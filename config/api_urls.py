@@ -1,10 +1,13 @@
 """Every REST endpoint under /api/v1/, gathered from the apps' api/urls.py."""
 
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.api import views as core_api_views
 
 urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("apps.workspaces.api.urls")),
     path("", include("apps.connectors.api.urls")),
     path("", include("apps.conversations.api.urls")),

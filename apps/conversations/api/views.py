@@ -1,5 +1,6 @@
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from apps.conversations import selectors, services
@@ -106,7 +107,13 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
         services.conversation_mark_read(conversation=conversation, origin=request.headers.get("X-Parley-Socket"))
         return self._done(request, conversation)
 
-    @action(detail=True, methods=["get", "post"], member_writes=True, serializer_class=MessageSendSerializer)
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        member_writes=True,
+        serializer_class=MessageSendSerializer,
+        parser_classes=[JSONParser, MultiPartParser],
+    )
     def messages(self, request, pk=None):
         """GET: the conversation's timeline. POST: send a message (or an internal note); as
         multipart/form-data with a `file`, send that file (`text` is its caption)."""
