@@ -2,12 +2,18 @@
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 from apps.core.api import views as core_api_views
 
 urlpatterns = [
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The reference is public: it describes the API, it shows no workspace's data.
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny], throttle_classes=[]), name="schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny], throttle_classes=[]),
+        name="api-docs",
+    ),
     path("", include("apps.workspaces.api.urls")),
     path("", include("apps.connectors.api.urls")),
     path("", include("apps.conversations.api.urls")),

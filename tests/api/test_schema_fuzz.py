@@ -56,3 +56,12 @@ def _daphne_refuses(case) -> bool:
     """Twisted, under daphne, answers a multipart body with no parts with a bare 400 before
     Parley sees the request; nothing of ours to check there."""
     return "multipart" in str(case.media_type or "") and not case.body
+
+
+def test_the_reference_is_public_and_its_assets_come_from_parley(client):
+    schema = client.get("/api/v1/schema/")
+    docs = client.get("/api/v1/docs/")
+    assert schema.status_code == 200 and b"openapi: 3" in schema.content
+    assert docs.status_code == 200
+    assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/" in docs.content
+    assert b"cdn" not in docs.content.lower()
