@@ -1,9 +1,10 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from apps.connectors.models import Channel, ChannelKind, MessageTemplate
+from apps.connectors.models import Channel, ChannelKind, MessageTemplate, WebhookDelivery, WebhookSubscription
+from apps.connectors.services import webhook_replay
 from apps.core.admin import WorkspaceScopedAdmin
 
 
@@ -55,3 +56,29 @@ class MessageTemplateAdmin(WorkspaceScopedAdmin):
     list_display = ("name", "language", "channel", "category", "status", "workspace")
     list_filter = ("status", "category", ("workspace", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name", "body")
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(WorkspaceScopedAdmin):
+    list_display = ("url", "workspace", "enabled", "consecutive_failures", "created_at")
+    list_filter = ("enabled", ("workspace", admin.RelatedOnlyFieldListFilter))
+    readonly_fields = ("secret", "consecutive_failures", "disabled_reason")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(WorkspaceScopedAdmin):
+    """Every event sent to a subscription, with the receiver's last answer; replay from here."""
+
+    list_display = ("event", "subscription", "state", "attempts", "last_status_code", "created_at")
+    list_filter = ("state", "event", ("workspace", admin.RelatedOnlyFieldListFilter))
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    actions = ["replay"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description=_("Replay the selected deliveries"))
+    def replay(self, request, queryset):
+        for delivery in queryset:
+            webhook_replay(delivery=delivery)
+        messages.success(request, _("Queued to be sent again."))

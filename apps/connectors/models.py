@@ -3,10 +3,11 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from apps.core.crypto import EncryptedJSONField
+from apps.core.crypto import EncryptedJSONField, EncryptedTextField
 from apps.workspaces.models import WorkspaceScoped
 
 
@@ -110,3 +111,77 @@ class MessageTemplate(WorkspaceScoped):
             lambda m: parameters[int(m.group(1)) - 1] if int(m.group(1)) <= len(parameters) else m.group(0),
             self.body,
         )
+
+
+WEBHOOK_EVENTS = (
+    "message.created",
+    "message.status",
+    "conversation.opened",
+    "conversation.assigned",
+    "conversation.closed",
+    "contact.created",
+    "contact.updated",
+    "csat.submitted",
+    "order.updated",
+)
+
+
+def _webhook_secret() -> str:
+    return f"whsec_{secrets.token_urlsafe(32)}"
+
+
+class WebhookSubscription(WorkspaceScoped):
+    """An outside system (the order system, a CRM) told of what happens in Parley: signed POSTs
+    to its URL for the events it chose."""
+
+    url = models.URLField(_("URL"), max_length=500)
+    events = ArrayField(
+        models.CharField(max_length=40, choices=[(e, e) for e in WEBHOOK_EVENTS]), verbose_name=_("events")
+    )
+    secret = EncryptedTextField(_("signing secret"), default=_webhook_secret)
+    description = models.CharField(_("description"), max_length=200, blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    disabled_reason = models.TextField(_("why it was disabled"), blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "enabled"], name="webhook_by_workspace")]
+        ordering = ["-created_at"]
+        verbose_name = _("webhook subscription")
+        verbose_name_plural = _("webhook subscriptions")
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(WorkspaceScoped):
+    """One event for one subscription: retried with backoff for up to 24 hours, every attempt's
+    answer kept, replayable from the admin."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Gave up")
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    event = models.CharField(max_length=40)
+    payload = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_delivery_due")]
+        ordering = ["-created_at"]
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.subscription_id} ({self.state})"

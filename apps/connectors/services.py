@@ -14,11 +14,15 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.core.validators import validate_email
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from apps.connectors.ratelimit import take_token
 from apps.connectors.registry import connector_for
@@ -177,3 +181,163 @@ def _upload_from_token(channel, visitor: Visitor, token: str) -> dict:
     if staged.get("v") != visitor.id or not staged["path"].startswith(f"webchat/{channel.id}/"):
         raise DomainError("That file upload is unknown or expired.", code="invalid_upload")
     return {key: staged[key] for key in ("path", "content_type", "filename")}
+
+
+# Outgoing webhooks ---------------------------------------------------------------------------
+
+WEBHOOK_TIMEOUT = 10.0
+WEBHOOK_GIVE_UP_AFTER = timedelta(hours=24)
+WEBHOOK_DISABLE_AFTER_FAILURES = 3  # deliveries given up in a row
+
+
+def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`: the timestamp is signed too, so a
+    receiver can refuse an old delivery replayed by someone who captured it."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def webhook_emit(*, workspace_id: int, event: str, data: dict) -> None:
+    """After the current transaction commits: one delivery per subscription that asked for this
+    event, each sent by a worker."""
+    transaction.on_commit(lambda: _webhook_fan_out(workspace_id, event, data))
+
+
+def _webhook_fan_out(workspace_id: int, event: str, data: dict) -> None:
+    from apps.connectors.models import WebhookDelivery, WebhookSubscription
+    from apps.connectors.tasks import deliver_webhook
+
+    subscriptions = WebhookSubscription.objects.filter(
+        workspace_id=workspace_id, enabled=True, events__contains=[event]
+    )
+    for subscription in subscriptions:
+        delivery = WebhookDelivery.objects.create(
+            workspace_id=workspace_id,
+            subscription=subscription,
+            event=event,
+            payload=json.loads(json.dumps(data, default=str)),
+            next_attempt_at=timezone.now(),
+        )
+        deliver_webhook.delay(delivery.pk)
+
+
+def webhook_body(delivery) -> bytes:
+    return json.dumps(
+        {
+            "id": str(delivery.event_id),
+            "type": delivery.event,
+            "created_at": delivery.created_at.isoformat(),
+            "workspace_id": delivery.workspace_id,
+            "data": delivery.payload,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def webhook_deliver(*, delivery_id: int) -> float | None:
+    """One attempt, outside any transaction. Returns the seconds until the next attempt, or None
+    when there is none (delivered, given up, or not due)."""
+    import httpx
+
+    from apps.connectors.models import WebhookDelivery
+
+    now = timezone.now()
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id, state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now + timedelta(seconds=1)
+    ).update(next_attempt_at=now + timedelta(seconds=WEBHOOK_TIMEOUT * 3), attempts=F("attempts") + 1)
+    if claimed != 1:
+        return None  # done, gone, or another worker has it
+    delivery = WebhookDelivery.objects.select_related("subscription").get(pk=delivery_id)
+    body = webhook_body(delivery)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Parley-Webhooks/1",
+        "X-Parley-Event": delivery.event,
+        "X-Parley-Delivery": str(delivery.event_id),
+        "X-Parley-Signature": webhook_signature(delivery.subscription.secret, timestamp, body),
+    }
+    status, text, error = None, "", ""
+    try:
+        response = httpx.post(delivery.subscription.url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT)
+        status, text = response.status_code, response.text[:2000]
+    except httpx.HTTPError as failure:
+        error = f"{type(failure).__name__}: {failure}"[:2000]
+    if status is not None and 200 <= status < 300:
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            state=WebhookDelivery.State.DELIVERED,
+            delivered_at=timezone.now(),
+            last_status_code=status,
+            last_response=text,
+            last_error="",
+            next_attempt_at=None,
+        )
+        type(delivery.subscription).objects.filter(pk=delivery.subscription_id).update(consecutive_failures=0)
+        return None
+    return _webhook_failed(delivery, status, text, error)
+
+
+def _webhook_failed(delivery, status, text: str, error: str) -> float | None:
+    from apps.connectors.models import WebhookDelivery
+
+    fields = {"last_status_code": status, "last_response": text, "last_error": error}
+    delay = min(3600.0, 10.0 * 2 ** (delivery.attempts - 1))
+    if timezone.now() + timedelta(seconds=delay) - delivery.created_at > WEBHOOK_GIVE_UP_AFTER:
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            state=WebhookDelivery.State.FAILED, next_attempt_at=None, **fields
+        )
+        _webhook_subscription_failed(delivery.subscription)
+        return None
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=delay), **fields
+    )
+    return delay
+
+
+def _webhook_subscription_failed(subscription) -> None:
+    """A subscription whose deliveries keep failing for a day is switched off, and the
+    workspace's supervisors are told by email and in the admin (its reason)."""
+    from django.core.mail import send_mail
+
+    from apps.workspaces.models import ADMIN_ROLES, Membership
+
+    model = type(subscription)
+    model.objects.filter(pk=subscription.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+    subscription.refresh_from_db(fields=["consecutive_failures", "enabled"])
+    if subscription.consecutive_failures < WEBHOOK_DISABLE_AFTER_FAILURES or not subscription.enabled:
+        return
+    reason = (
+        f"Disabled on {timezone.now():%Y-%m-%d %H:%M} UTC: {subscription.consecutive_failures} deliveries in a row "
+        "failed for 24 hours. Fix the receiver, then enable it again and replay the failed deliveries."
+    )
+    model.objects.filter(pk=subscription.pk).update(enabled=False, disabled_reason=reason)
+    supervisors = Membership.objects.filter(workspace_id=subscription.workspace_id, role__in=ADMIN_ROLES)
+    emails = [m.user.email for m in supervisors.select_related("user") if m.user.email]
+    if emails:
+        send_mail(f"Parley: webhook to {subscription.url} disabled", reason, None, emails, fail_silently=True)
+
+
+def webhook_replay(*, delivery) -> None:
+    """Sends a delivery again from the start (the admin's Replay)."""
+    from apps.connectors.models import WebhookDelivery
+    from apps.connectors.tasks import deliver_webhook
+
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        state=WebhookDelivery.State.PENDING, next_attempt_at=timezone.now(), attempts=0, created_at=timezone.now()
+    )
+    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+
+
+def webhooks_retry_due(*, now) -> int:
+    """Pending deliveries whose task was lost (a worker restart): sent again (every minute)."""
+    from apps.connectors.models import WebhookDelivery
+    from apps.connectors.tasks import deliver_webhook
+
+    due = list(
+        WebhookDelivery.objects.filter(state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now).values_list(
+            "pk", flat=True
+        )[:1000]
+    )
+    for delivery_id in due:
+        deliver_webhook.delay(delivery_id)
+    return len(due)

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from apps.contacts.models import Contact, ContactIdentity, CustomFieldDefinition, Tag
+from apps.contacts.models import Contact, ContactIdentity, CustomFieldDefinition, Order, StockEvent, Tag
 from apps.contacts.services import contact_index, contact_merge, contact_set_email, contact_set_phone
 from apps.core.admin import WorkspaceScopedAdmin, WorkspaceScopedInline
 from apps.core.exceptions import DomainError
@@ -65,3 +65,19 @@ class TagAdmin(WorkspaceScopedAdmin):
 class CustomFieldAdmin(WorkspaceScopedAdmin):
     list_display = ("label", "key", "type", "workspace")
     list_filter = (("workspace", admin.RelatedOnlyFieldListFilter),)
+
+
+@admin.register(Order)
+class OrderAdmin(WorkspaceScopedAdmin):
+    list_display = ("external_id", "contact", "status", "total", "currency", "placed_at", "workspace")
+    list_filter = ("status", ("workspace", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("external_id", "tracking_number")
+    raw_id_fields = ("contact",)
+    readonly_fields = ("history",)
+
+
+@admin.register(StockEvent)
+class StockEventAdmin(WorkspaceScopedAdmin):
+    list_display = ("sku", "in_stock", "quantity", "restocked", "created_at", "workspace")
+    list_filter = ("in_stock", "restocked", ("workspace", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("sku",)

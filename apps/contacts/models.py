@@ -135,3 +135,63 @@ class ContactIdentity(WorkspaceScoped):
 
     def __str__(self) -> str:
         return f"{self.channel.kind}:{self.external_id}"
+
+
+class Order(WorkspaceScoped):
+    """A customer's order as the order system tells it (`POST /api/v1/orders/`, upserted by its
+    external id): what the inbox's customer panel and the bot's "where is my order" read."""
+
+    class Status(models.TextChoices):
+        CREATED = "created", _("Created")
+        PAID = "paid", _("Paid")
+        SHIPPED = "shipped", _("Shipped")
+        DELIVERED = "delivered", _("Delivered")
+        CANCELLED = "cancelled", _("Cancelled")
+        REFUNDED = "refunded", _("Refunded")
+
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders")
+    external_id = models.CharField(_("order number"), max_length=120)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.CREATED)
+    items = models.JSONField(_("items"), default=list, blank=True, help_text=_("[{sku, name, qty, price}]"))
+    total = models.DecimalField(_("total"), max_digits=12, decimal_places=2, default=0)
+    currency = models.CharField(_("currency"), max_length=3, default="USD")
+    delivery_address = models.TextField(_("delivery address"), blank=True)
+    courier = models.CharField(_("courier"), max_length=120, blank=True)
+    tracking_number = models.CharField(_("tracking number"), max_length=120, blank=True)
+    tracking_url = models.URLField(_("tracking link"), max_length=500, blank=True)
+    history = models.JSONField(default=list, blank=True, editable=False, help_text=_("[{status, at}]"))
+    placed_at = models.DateTimeField(_("placed"), null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "external_id"], name="order_unique_external_id")]
+        indexes = [
+            models.Index(fields=["contact", "-placed_at"], name="order_by_contact"),
+            models.Index(fields=["workspace", "-updated_at"], name="order_recent"),
+        ]
+        ordering = ["-placed_at", "-id"]
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
+
+    def __str__(self) -> str:
+        return f"#{self.external_id} ({self.get_status_display()})"
+
+
+class StockEvent(WorkspaceScoped):
+    """What the order system says of a product's stock; a restock (out → in) is what
+    back-in-stock campaigns react to."""
+
+    sku = models.CharField(_("SKU"), max_length=120)
+    in_stock = models.BooleanField(_("in stock"))
+    quantity = models.IntegerField(_("quantity"), null=True, blank=True)
+    restocked = models.BooleanField(_("restock"), default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "sku", "-created_at"], name="stock_by_sku")]
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("stock event")
+        verbose_name_plural = _("stock events")
+
+    def __str__(self) -> str:
+        return f"{self.sku}: {'in' if self.in_stock else 'out of'} stock"

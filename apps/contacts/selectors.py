@@ -45,3 +45,21 @@ def contact_duplicates(*, contact: Contact) -> QuerySet[Contact]:
     if not same:
         return Contact.objects.none()
     return contacts_active(workspace=contact.workspace_id).filter(same).exclude(pk=contact.pk).order_by("created_at")
+
+
+def contact_match(*, workspace_id: int, external_id: str = "", phone: str = "", email: str = "") -> Contact | None:
+    """The contact an upsert means: by external id, else phone, else email."""
+    from apps.contacts.services import normalise_email, normalise_phone
+
+    active = contacts_active(workspace=workspace_id)
+    if external_id:
+        found = active.filter(external_id=external_id).first()
+        if found:
+            return found
+    if phone:
+        found = active.filter(phone_index=blind_index(normalise_phone(phone))).order_by("created_at").first()
+        if found:
+            return found
+    if email:
+        return active.filter(email_index=blind_index(normalise_email(email))).order_by("created_at").first()
+    return None

@@ -123,6 +123,7 @@ def contact_resolve(
             contact = _find_by_customer_id(channel.workspace_id, customer_id) or _find_by_phone_or_email(
                 channel.workspace, phone=phone, email=email
             )
+            created = contact is None
             if contact is None:
                 contact = Contact(workspace_id=channel.workspace_id, name=name, external_id=customer_id)
                 contact_set_phone(contact, phone)
@@ -137,6 +138,10 @@ def contact_resolve(
                 external_id_index=index,
                 display_name=name,
             )
+            if created:
+                from apps.connectors.services import webhook_emit
+
+                webhook_emit(workspace_id=channel.workspace_id, event="contact.created", data=_hook(contact))
             return contact
     except IntegrityError:
         identity = ContactIdentity.objects.select_related("contact").get(channel=channel, external_id_index=index)
@@ -222,3 +227,208 @@ def contact_merge(*, survivor: Contact, duplicate: Contact) -> Contact:
     contact_index(survivor)
     survivor.save()
     return survivor
+
+
+# Writes from the API (the order system keeps contacts in sync) ------------------------------
+
+CONTACT_FIELDS = (
+    "name",
+    "phone",
+    "email",
+    "external_id",
+    "language",
+    "country",
+    "lifecycle_stage",
+    "last_purchase_at",
+)
+
+
+def custom_fields_clean(*, workspace_id: int, values: dict) -> dict:
+    """Checks values against the workspace's typed definitions; names the field that is wrong."""
+    from datetime import date
+
+    from apps.contacts.models import CustomFieldDefinition
+
+    definitions = {d.key: d for d in CustomFieldDefinition.objects.filter(workspace_id=workspace_id)}
+    errors, cleaned = {}, {}
+    for key, value in values.items():
+        definition = definitions.get(key)
+        if definition is None:
+            errors[key] = ["No such custom field in this workspace."]
+            continue
+        kind = definition.type
+        ok = (
+            value is None
+            or (kind == "text" and isinstance(value, str))
+            or (kind == "number" and isinstance(value, int | float) and not isinstance(value, bool))
+            or (kind == "boolean" and isinstance(value, bool))
+            or (kind == "choice" and value in definition.choices)
+        )
+        if kind == "date" and isinstance(value, str):
+            try:
+                date.fromisoformat(value)
+                ok = True
+            except ValueError:
+                ok = False
+        if not ok:
+            errors[key] = [
+                f"Expected a {kind}" + (f" (one of {definition.choices})" if kind == "choice" else "") + "."
+            ]
+        cleaned[key] = value
+    if errors:
+        raise DomainError("Some custom fields are invalid.", code="invalid", fields={"custom_fields": [str(errors)]})
+    return cleaned
+
+
+@transaction.atomic
+def contact_save(*, workspace_id: int, contact: Contact | None = None, data: dict) -> Contact:
+    """Creates or updates a contact from API data: phone normalised to E.164, blind indexes and
+    search tokens kept in step, custom fields checked against their types, tags set."""
+    created = contact is None
+    contact = contact or Contact(workspace_id=workspace_id)
+    for field in CONTACT_FIELDS:
+        if field in data and field not in ("phone", "email"):
+            setattr(contact, field, data[field] if data[field] is not None else "")
+    if "last_purchase_at" in data:
+        contact.last_purchase_at = data["last_purchase_at"]
+    if "phone" in data:
+        contact_set_phone(contact, data["phone"] or "")
+    if "email" in data:
+        contact_set_email(contact, data["email"] or "")
+    if "custom_fields" in data:
+        contact.custom_fields = {
+            **contact.custom_fields,
+            **custom_fields_clean(workspace_id=workspace_id, values=data["custom_fields"]),
+        }
+    if "marketing_consent" in data:
+        contact.marketing_consent = {**contact.marketing_consent, **data["marketing_consent"]}
+    contact_index(contact)
+    try:
+        with transaction.atomic():
+            contact.save()
+    except IntegrityError:
+        raise DomainError(
+            "Another contact already has this external id.",
+            code="conflict",
+            fields={"external_id": ["Already used in this workspace."]},
+        ) from None
+    if "tags" in data:
+        contact.tags.set(data["tags"])
+    from apps.connectors.services import webhook_emit
+
+    webhook_emit(
+        workspace_id=workspace_id, event="contact.created" if created else "contact.updated", data=_hook(contact)
+    )
+    return contact
+
+
+def _hook(contact: Contact) -> dict:
+    return {
+        "id": contact.pk,
+        "external_id": contact.external_id,
+        "name": contact.name,
+        "phone": contact.phone,
+        "email": contact.email,
+        "lifecycle_stage": contact.lifecycle_stage,
+    }
+
+
+def contact_upsert(*, workspace_id: int, data: dict) -> tuple[Contact, bool]:
+    """The order system's "make sure this customer exists": matched by external id, then phone,
+    then email; created when none matches. Returns (contact, created)."""
+    from apps.contacts.selectors import contact_match
+
+    existing = contact_match(
+        workspace_id=workspace_id,
+        external_id=data.get("external_id") or "",
+        phone=data.get("phone") or "",
+        email=data.get("email") or "",
+    )
+    return contact_save(workspace_id=workspace_id, contact=existing, data=data), existing is None
+
+
+def contact_tags_change(*, contact: Contact, add=(), remove=()) -> Contact:
+    contact.tags.add(*add)
+    contact.tags.remove(*remove)
+    from apps.connectors.services import webhook_emit
+
+    webhook_emit(workspace_id=contact.workspace_id, event="contact.updated", data=_hook(contact))
+    return contact
+
+
+# Orders and stock (from the order system) ---------------------------------------------------
+
+REPEAT_AFTER_ORDERS = 2
+
+
+@transaction.atomic
+def order_upsert(*, workspace_id: int, data: dict, contact: Contact | None = None):
+    """Creates or updates an order by its external id; its history records every status it
+    passes; a paid order moves the customer's last purchase date and lifecycle stage."""
+    from apps.contacts.models import Order
+
+    order = (
+        Order.objects.select_for_update().filter(workspace_id=workspace_id, external_id=data["external_id"]).first()
+    )
+    created = order is None
+    order = order or Order(workspace_id=workspace_id, external_id=data["external_id"])
+    previous = None if created else order.status
+    for field in ("status", "items", "total", "currency", "delivery_address", "courier", "tracking_number"):
+        if field in data:
+            setattr(order, field, data[field])
+    if "tracking_url" in data:
+        order.tracking_url = data["tracking_url"] or ""
+    if contact is not None:
+        order.contact = contact
+    order.placed_at = data.get("placed_at") or order.placed_at or timezone.now()
+    if order.status != previous:
+        order.history = [*order.history, {"status": order.status, "at": timezone.now().isoformat()}]
+    order.save()
+    if order.contact_id and order.status in ("paid", "shipped", "delivered") and previous in (None, "created"):
+        _contact_purchased(order.contact, order.placed_at)
+    from apps.connectors.services import webhook_emit
+
+    webhook_emit(workspace_id=workspace_id, event="order.updated", data=order_payload(order))
+    return order, created
+
+
+def _contact_purchased(contact: Contact, at) -> None:
+    from apps.contacts.models import Order
+
+    paid = Order.objects.filter(contact=contact, status__in=("paid", "shipped", "delivered")).count()
+    stage = Contact.Lifecycle.REPEAT if paid >= REPEAT_AFTER_ORDERS else Contact.Lifecycle.CUSTOMER
+    last = max(filter(None, [contact.last_purchase_at, at]))
+    Contact.objects.filter(pk=contact.pk).update(last_purchase_at=last, lifecycle_stage=stage)
+
+
+def order_payload(order) -> dict:
+    return {
+        "id": order.pk,
+        "external_id": order.external_id,
+        "contact_id": order.contact_id,
+        "status": order.status,
+        "items": order.items,
+        "total": str(order.total),
+        "currency": order.currency,
+        "delivery_address": order.delivery_address,
+        "courier": order.courier,
+        "tracking_number": order.tracking_number,
+        "tracking_url": order.tracking_url,
+        "history": order.history,
+        "placed_at": order.placed_at.isoformat() if order.placed_at else None,
+        "updated_at": order.updated_at.isoformat() if order.updated_at else None,
+    }
+
+
+def stock_event_record(*, workspace_id: int, sku: str, in_stock: bool, quantity: int | None = None):
+    """Stores what the order system says; marks a restock (it was out, now it is in)."""
+    from apps.contacts.models import StockEvent
+
+    last = StockEvent.objects.filter(workspace_id=workspace_id, sku=sku).order_by("-created_at", "-id").first()
+    return StockEvent.objects.create(
+        workspace_id=workspace_id,
+        sku=sku,
+        in_stock=in_stock,
+        quantity=quantity,
+        restocked=in_stock and last is not None and not last.in_stock,
+    )

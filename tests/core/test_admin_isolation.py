@@ -6,8 +6,8 @@ import pytest
 from django.contrib import admin
 from django.utils import timezone
 
-from apps.connectors.models import MessageTemplate
-from apps.contacts.models import Contact, CustomFieldDefinition, Tag
+from apps.connectors.models import MessageTemplate, WebhookDelivery, WebhookSubscription
+from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEvent, Tag
 from apps.contacts.services import contact_resolve
 from apps.conversations.models import Conversation, InboundEvent, Message, QuickReply
 from apps.core.admin import WorkspaceScopedAdmin
@@ -57,6 +57,19 @@ MAKERS = {
         workspace=ws, channel=make_whatsapp_channel(ws), body="{}", headers={}, received_at=timezone.now()
     ),
     "conversations.quickreply": lambda ws: QuickReply.objects.create(workspace=ws, shortcut="hello", text="Hello!"),
+    "contacts.order": lambda ws: Order.objects.create(workspace=ws, external_id="1001"),
+    "contacts.stockevent": lambda ws: StockEvent.objects.create(workspace=ws, sku="EGG-30", in_stock=True),
+    "connectors.webhooksubscription": lambda ws: WebhookSubscription.objects.create(
+        workspace=ws, url="https://hooks.example/parley", events=["order.updated"]
+    ),
+    "connectors.webhookdelivery": lambda ws: WebhookDelivery.objects.create(
+        workspace=ws,
+        subscription=WebhookSubscription.objects.create(
+            workspace=ws, url="https://h.example/", events=["order.updated"]
+        ),
+        event="order.updated",
+        payload={},
+    ),
 }
 
 

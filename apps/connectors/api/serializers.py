@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from apps.connectors.models import Channel, MessageTemplate
+from apps.connectors.models import WEBHOOK_EVENTS, Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
+from apps.core.api.serializers import StrictModelSerializer
 
 
 class ChannelSerializer(serializers.ModelSerializer):
@@ -18,4 +19,48 @@ class MessageTemplateSerializer(serializers.ModelSerializer):
     class Meta:
         model = MessageTemplate
         fields = ("id", "channel", "name", "language", "category", "body", "example", "status", "variable_count")
+        read_only_fields = fields
+
+
+class WebhookSubscriptionSerializer(StrictModelSerializer):
+    """The signing secret is shown once, in the answer to the POST that creates the subscription."""
+
+    events = serializers.ListField(child=serializers.ChoiceField(choices=WEBHOOK_EVENTS), min_length=1)
+
+    class Meta:
+        model = WebhookSubscription
+        fields = (
+            "id",
+            "url",
+            "events",
+            "description",
+            "enabled",
+            "consecutive_failures",
+            "disabled_reason",
+            "created_at",
+        )
+        read_only_fields = ("id", "consecutive_failures", "disabled_reason", "created_at")
+
+    def validate_url(self, value):
+        if not value.startswith(("https://", "http://")):
+            raise serializers.ValidationError("Use an http(s) URL.")
+        return value
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = (
+            "id",
+            "event_id",
+            "event",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "last_status_code",
+            "last_response",
+            "last_error",
+            "created_at",
+            "delivered_at",
+        )
         read_only_fields = fields

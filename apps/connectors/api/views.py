@@ -1,6 +1,13 @@
-from apps.connectors.api.serializers import ChannelSerializer, MessageTemplateSerializer
-from apps.connectors.models import Channel, MessageTemplate
-from apps.core.api.viewsets import WorkspaceReadOnlyViewSet
+from rest_framework.decorators import action
+
+from apps.connectors.api.serializers import (
+    ChannelSerializer,
+    MessageTemplateSerializer,
+    WebhookDeliverySerializer,
+    WebhookSubscriptionSerializer,
+)
+from apps.connectors.models import Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
+from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceReadOnlyViewSet
 
 
 class ChannelViewSet(WorkspaceReadOnlyViewSet):
@@ -17,3 +24,24 @@ class MessageTemplateViewSet(WorkspaceReadOnlyViewSet):
     queryset = MessageTemplate.objects.all()
     serializer_class = MessageTemplateSerializer
     filterset_fields = ("channel", "status", "language", "category")
+
+
+class WebhookSubscriptionViewSet(WorkspaceModelViewSet):
+    """Where Parley POSTs its events, signed with `X-Parley-Signature: t=<unix>,v1=<hex>` (HMAC-
+    SHA256 of `<t>.<body>` with the subscription's secret, which the creating POST returns once)."""
+
+    queryset = WebhookSubscription.objects.all()
+    serializer_class = WebhookSubscriptionSerializer
+    filterset_fields = ("enabled",)
+
+    def create(self, request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        response.data["secret"] = WebhookSubscription.objects.get(pk=response.data["id"]).secret
+        return response
+
+    @action(detail=True, methods=["get"], serializer_class=WebhookDeliverySerializer)
+    def deliveries(self, request, pk=None):
+        """The subscription's delivery log, newest first, with each attempt's answer."""
+        rows = WebhookDelivery.objects.filter(workspace=request.workspace, subscription=self.get_object())
+        page = self.paginate_queryset(rows.order_by("-id"))
+        return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

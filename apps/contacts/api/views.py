@@ -1,19 +1,48 @@
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.contacts import selectors, services
-from apps.contacts.api.serializers import ContactMergeSerializer, ContactSerializer
-from apps.contacts.models import Contact
+from apps.contacts.api.serializers import (
+    ContactMergeSerializer,
+    ContactSerializer,
+    ContactTagsSerializer,
+    ContactUpsertSerializer,
+    ContactWriteSerializer,
+    CustomFieldSerializer,
+    OrderReadSerializer,
+    OrderSerializer,
+    StockEventSerializer,
+    TagSerializer,
+)
+from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEvent, Tag
 from apps.conversations.api.serializers import ConversationSerializer, MessageSerializer
 from apps.conversations.api.views import TimelinePagination
 from apps.conversations.selectors import contact_conversations, contact_timeline
-from apps.core.api.viewsets import WorkspaceReadOnlyViewSet
+from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceViewSet
 from apps.core.exceptions import DomainError
 
 
-class ContactViewSet(WorkspaceReadOnlyViewSet):
-    """The workspace's contacts (merged-away duplicates are gone), with their conversations on
-    every channel, their whole timeline across channels, merge candidates and merging."""
+class ContactFilter(filters.FilterSet):
+    updated_since = filters.IsoDateTimeFilter(field_name="last_seen_at", lookup_expr="gte")
+    created_since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    tag = filters.NumberFilter(field_name="tags")
+
+    class Meta:
+        model = Contact
+        fields = ("lifecycle_stage", "external_id", "tag", "language", "country")
+
+
+class ContactViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    WorkspaceViewSet,
+):
+    """The workspace's contacts (merged-away duplicates are gone). Create, update and upsert
+    them; their tags; their conversations on every channel and whole timeline; merging."""
 
     queryset = (
         Contact.objects.filter(merged_into__isnull=True)
@@ -21,7 +50,53 @@ class ContactViewSet(WorkspaceReadOnlyViewSet):
         .order_by("-id")
     )
     serializer_class = ContactSerializer
-    filterset_fields = ("lifecycle_stage", "external_id", "tags")
+    filterset_class = ContactFilter
+
+    def _answer(self, contact, code=status.HTTP_200_OK) -> Response:
+        return Response(ContactSerializer(self.get_queryset().get(pk=contact.pk)).data, status=code)
+
+    def _valid(self, serializer_class, data=None):
+        serializer = serializer_class(
+            data=self.request.data if data is None else data, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def get_serializer_class(self):
+        writes = {"create": ContactWriteSerializer, "partial_update": ContactWriteSerializer}
+        return writes.get(self.action, super().get_serializer_class())
+
+    @extend_schema(request=ContactWriteSerializer, responses={201: ContactSerializer})
+    def create(self, request):
+        contact = services.contact_save(workspace_id=request.workspace.pk, data=self._valid(ContactWriteSerializer))
+        return self._answer(contact, status.HTTP_201_CREATED)
+
+    @extend_schema(request=ContactWriteSerializer, responses={200: ContactSerializer})
+    def partial_update(self, request, pk=None):
+        contact = self.get_object()
+        data = self._valid(ContactWriteSerializer)
+        services.contact_save(workspace_id=request.workspace.pk, contact=contact, data=data)
+        return self._answer(contact)
+
+    @extend_schema(responses={200: ContactSerializer, 201: ContactSerializer})
+    @action(detail=False, methods=["post"], serializer_class=ContactUpsertSerializer)
+    def upsert(self, request):
+        """Create or update in one call, matched by external id, then phone, then email."""
+        contact, created = services.contact_upsert(
+            workspace_id=request.workspace.pk, data=self._valid(ContactUpsertSerializer)
+        )
+        return self._answer(contact, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @action(detail=True, methods=["post", "delete"], serializer_class=ContactTagsSerializer)
+    def tags(self, request, pk=None):
+        """POST adds the tags named; DELETE removes them."""
+        contact = self.get_object()
+        tags = self._valid(ContactTagsSerializer)["tags"]
+        if request.method == "POST":
+            services.contact_tags_change(contact=contact, add=tags)
+        else:
+            services.contact_tags_change(contact=contact, remove=tags)
+        return self._answer(contact)
 
     @action(detail=True, methods=["get"])
     def conversations(self, request, pk=None):
@@ -36,6 +111,11 @@ class ContactViewSet(WorkspaceReadOnlyViewSet):
         return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
 
     @action(detail=True, methods=["get"])
+    def orders(self, request, pk=None):
+        rows = Order.objects.filter(workspace=request.workspace, contact=self.get_object())[:50]
+        return Response(OrderReadSerializer(rows, many=True).data)
+
+    @action(detail=True, methods=["get"])
     def duplicates(self, request, pk=None):
         rows = selectors.contact_duplicates(contact=self.get_object()).prefetch_related("tags", "identities__channel")
         return Response(ContactSerializer(rows, many=True).data)
@@ -44,10 +124,75 @@ class ContactViewSet(WorkspaceReadOnlyViewSet):
     def merge(self, request, pk=None):
         """Moves the duplicate's identities, conversations, tags and fields into this contact."""
         survivor = self.get_object()
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        duplicate = serializer.validated_data["duplicate"]
+        duplicate = self._valid(ContactMergeSerializer)["duplicate"]
         if duplicate.pk == survivor.pk:
             raise DomainError("A contact cannot be merged into itself.", code="invalid_merge")
         survivor = services.contact_merge(survivor=survivor, duplicate=duplicate)
-        return Response(ContactSerializer(self.get_queryset().get(pk=survivor.pk)).data)
+        return self._answer(survivor)
+
+
+class TagViewSet(WorkspaceModelViewSet):
+    queryset = Tag.objects.all()
+    serializer_class = TagSerializer
+    filterset_fields = ("name",)
+
+
+class CustomFieldViewSet(WorkspaceModelViewSet):
+    queryset = CustomFieldDefinition.objects.all()
+    serializer_class = CustomFieldSerializer
+    filterset_fields = ("key", "type")
+
+
+class OrderFilter(filters.FilterSet):
+    updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+
+    class Meta:
+        model = Order
+        fields = ("contact", "status", "external_id")
+
+
+class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, WorkspaceViewSet):
+    """Orders as the order system reports them. POST is an upsert by `external_id`: post every
+    event (created, paid, shipped, delivered, cancelled, refunded) of an order to the same place."""
+
+    queryset = Order.objects.all()
+    serializer_class = OrderReadSerializer
+    filterset_class = OrderFilter
+
+    def get_serializer_class(self):
+        return OrderSerializer if self.action == "create" else OrderReadSerializer
+
+    @extend_schema(request=OrderSerializer, responses={200: OrderReadSerializer, 201: OrderReadSerializer})
+    def create(self, request):
+        serializer = OrderSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        contact = data.pop("contact", None)
+        customer = data.pop("customer", None)
+        if contact is None and customer:
+            contact = customer.pop("id", None)
+            if contact is None and any(customer.get(k) for k in ("external_id", "phone", "email")):
+                contact, _ = services.contact_upsert(workspace_id=request.workspace.pk, data=customer)
+        if "items" in data:
+            data["items"] = [{**item, "price": str(item["price"])} for item in data["items"]]
+        order, created = services.order_upsert(workspace_id=request.workspace.pk, data=data, contact=contact)
+        return Response(
+            OrderReadSerializer(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class StockEventViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, WorkspaceViewSet):
+    """`{"sku", "in_stock", "quantity"}` from the order system; `restocked` says it came back."""
+
+    queryset = StockEvent.objects.all()
+    serializer_class = StockEventSerializer
+    filterset_fields = ("sku", "in_stock", "restocked")
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        serializer.instance = services.stock_event_record(
+            workspace_id=self.request.workspace.pk,
+            sku=data["sku"],
+            in_stock=data["in_stock"],
+            quantity=data.get("quantity"),
+        )

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from apps.contacts.models import Tag
+from apps.connectors.models import Channel
+from apps.contacts.models import Contact, Tag
 from apps.conversations import payloads
 from apps.conversations.models import Conversation, Message, Notification
 from apps.core.api.serializers import StrictSerializerMixin, WorkspaceRelatedField
@@ -108,3 +109,40 @@ class NotificationSerializer(serializers.ModelSerializer):
 
 class NotificationReadSerializer(StrictSerializerMixin, serializers.Serializer):
     ids = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=500)
+
+
+class MessageToContactSerializer(StrictSerializerMixin, serializers.Serializer):
+    """A message to a person, named by `contact` (id), `phone` or `external_id`, on `channel` or
+    the one they used last. `kind`: text; media (`payload.media_url`, or a multipart `file`);
+    interactive (`payload.options`: up to 3 buttons, else a list of up to 10); template
+    (`payload`: `{"name", "language", "parameters"}` or `{"template_id", "parameters"}`)."""
+
+    contact = WorkspaceRelatedField(queryset=Contact.objects.filter(merged_into__isnull=True), required=False)
+    phone = serializers.CharField(max_length=40, required=False)
+    external_id = serializers.CharField(max_length=120, required=False)
+    channel = WorkspaceRelatedField(queryset=Channel.objects.filter(enabled=True), required=False)
+    kind = serializers.ChoiceField(
+        choices=[Message.Kind.TEXT, Message.Kind.MEDIA, Message.Kind.INTERACTIVE, Message.Kind.TEMPLATE],
+        default=Message.Kind.TEXT,
+    )
+    text = serializers.CharField(max_length=4096, required=False, allow_blank=True, default="")
+    payload = serializers.JSONField(required=False, default=dict)
+    file = serializers.FileField(required=False, allow_empty_file=False, default=None)
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+
+    def validate_payload(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be an object.")
+        return value
+
+    def validate(self, attrs):
+        named = [key for key in ("contact", "phone", "external_id") if attrs.get(key)]
+        if len(named) != 1:
+            raise serializers.ValidationError(
+                {"contact": ["Name the person by exactly one of contact, phone, external_id."]}
+            )
+        if attrs["kind"] == Message.Kind.MEDIA and not (attrs.get("file") or attrs["payload"].get("media_url")):
+            raise serializers.ValidationError({"payload": ["A media message needs payload.media_url or a file."]})
+        if attrs["kind"] == Message.Kind.INTERACTIVE and not attrs["payload"].get("options"):
+            raise serializers.ValidationError({"payload": ["An interactive message needs payload.options."]})
+        return attrs

@@ -1,8 +1,9 @@
-from rest_framework import status
+from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from apps.contacts.selectors import contact_match
 from apps.conversations import selectors, services
 from apps.conversations.api.filters import ConversationFilter
 from apps.conversations.api.serializers import (
@@ -14,13 +15,16 @@ from apps.conversations.api.serializers import (
     EmptySerializer,
     MessageSendSerializer,
     MessageSerializer,
+    MessageToContactSerializer,
     NotificationReadSerializer,
     NotificationSerializer,
 )
 from apps.conversations.models import Conversation, Message, Notification
 from apps.conversations.selectors import message_timeline
 from apps.core.api.pagination import CursorPagination
-from apps.core.api.viewsets import WorkspaceReadOnlyViewSet
+from apps.core.api.parsers import StrictJSONParser
+from apps.core.api.viewsets import WorkspaceReadOnlyViewSet, WorkspaceViewSet
+from apps.core.exceptions import NotFound
 
 
 class TimelinePagination(CursorPagination):
@@ -112,7 +116,7 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
         methods=["get", "post"],
         member_writes=True,
         serializer_class=MessageSendSerializer,
-        parser_classes=[JSONParser, MultiPartParser],
+        parser_classes=[StrictJSONParser, MultiPartParser],
     )
     def messages(self, request, pk=None):
         """GET: the conversation's timeline. POST: send a message (or an internal note); as
@@ -167,3 +171,38 @@ class NotificationViewSet(WorkspaceReadOnlyViewSet):
             membership=request.membership, ids=serializer.validated_data.get("ids")
         )
         return Response({"read": count})
+
+
+class MessageViewSet(mixins.RetrieveModelMixin, WorkspaceViewSet):
+    """Send a message to a person without opening a conversation first; read any message's
+    delivery state (`GET messages/{id}/`)."""
+
+    queryset = Message.objects.select_related("channel").prefetch_related("attachments")
+    serializer_class = MessageSerializer
+    parser_classes = [StrictJSONParser, MultiPartParser]
+
+    def get_serializer_class(self):
+        return MessageToContactSerializer if self.action == "create" else MessageSerializer
+
+    def create(self, request):
+        serializer = MessageToContactSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        contact = data.get("contact") or contact_match(
+            workspace_id=request.workspace.pk, phone=data.get("phone", ""), external_id=data.get("external_id", "")
+        )
+        if contact is None:
+            raise NotFound("No contact with that phone or external id.", code="contact_not_found")
+        conversation = services.conversation_for_outbound(contact=contact, channel=data.get("channel"))
+        message = services.message_send(
+            conversation=conversation,
+            author=_actor(request),
+            text=data["text"],
+            kind=data["kind"],
+            payload=data["payload"],
+            client_id=data["client_id"],
+            sender_kind=Message.Sender.AGENT if _actor(request) else Message.Sender.BOT,
+            upload=data["file"],
+        )
+        body = {**MessageSerializer(message).data, "conversation_id": conversation.pk, "contact_id": contact.pk}
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from apps.connectors.services import webhook_emit
 from apps.conversations import payloads
 from apps.conversations.models import Conversation, DeliveryState, Message, Notification
 from apps.core import realtime
@@ -109,6 +110,11 @@ def conversation_assign(
             from apps.conversations.services.messages import note_add
 
             note_add(conversation=conversation, author=actor, text=note, origin=origin)
+        webhook_emit(
+            workspace_id=conversation.workspace_id,
+            event="conversation.assigned",
+            data=payloads.conversation_event(conversation),
+        )
         if fields.get("assignee") is not None and fields["assignee"].user_id != getattr(actor, "pk", None):
             notify(
                 recipient=fields["assignee"], kind=Notification.Kind.ASSIGNED, conversation=conversation, actor=actor
@@ -203,6 +209,11 @@ def conversation_close(
         _save(conversation, fields, origin=origin)
         text = f"{_name(actor)}: closed" + (f" as {category}" if category else "")
         _event(conversation, actor, "closed", text, category=category, summary=summary)
+        webhook_emit(
+            workspace_id=conversation.workspace_id,
+            event="conversation.closed",
+            data={**payloads.conversation_event(conversation), "summary": summary},
+        )
     return conversation
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from apps.connectors.base import InboundMessage, ParseError, StatusUpdate
 from apps.connectors.registry import connector_for
+from apps.connectors.services import webhook_emit
 from apps.contacts.services import contact_resolve, contact_touch
 from apps.conversations import payloads
 from apps.conversations.models import (
@@ -89,11 +90,12 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         customer_id=inbound.customer_id,
     )
     with transaction.atomic():
-        conversation, _ = Conversation.objects.get_or_create(
+        conversation, created = Conversation.objects.get_or_create(
             contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
         )
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         conversation.contact, conversation.channel = contact, channel  # already in hand
+        opened = created or conversation.status == Conversation.Status.CLOSED
         # Checked again under the conversation's lock: concurrent duplicates queue up here.
         if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
             return None
@@ -118,6 +120,12 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         contact_touch(contact, name=inbound.sender_name)
         _publish_message(message)
         _publish_conversation(conversation)
+        if opened:
+            webhook_emit(
+                workspace_id=conversation.workspace_id,
+                event="conversation.opened",
+                data=payloads.conversation_event(conversation),
+            )
     if attachment is not None:
         from apps.conversations.tasks import fetch_inbound_media
 
@@ -204,7 +212,7 @@ def message_send(
     if upload is not None:
         kind = Message.Kind.MEDIA
         _check_upload(conversation, upload)
-    if kind == Message.Kind.TEMPLATE and payload and "template_id" in payload:
+    if kind == Message.Kind.TEMPLATE and payload and ("template_id" in payload or "name" in payload):
         text, payload = _template_message(conversation, payload)
     if not text and kind == Message.Kind.TEXT:
         raise DomainError("A message needs text.", code="empty_message", fields={"text": ["Required."]})
@@ -238,20 +246,60 @@ def message_send(
     return message
 
 
+def conversation_for_outbound(*, contact, channel=None) -> Conversation:
+    """The thread a business-initiated message goes into: on the channel named, else the one the
+    customer used last. A WhatsApp number is reachable by the contact's phone even before they
+    ever wrote (their wa_id is the number without '+')."""
+    from apps.contacts.models import ContactIdentity
+    from apps.core.crypto import blind_index
+
+    if channel is None:
+        last = Conversation.objects.filter(contact=contact).order_by("-last_message_at", "-id").first()
+        if last is None:
+            raise DomainError(
+                "This contact has never written on any channel; name the channel to use.",
+                code="no_channel",
+                fields={"channel": ["Required for this contact."]},
+            )
+        return last
+    if not contact.identities.filter(channel=channel).exists():
+        if channel.kind != "whatsapp" or not contact.phone:
+            raise DomainError(
+                f"This contact cannot be reached on {channel.name} until they write there.",
+                code="no_identity",
+                fields={"channel": ["The contact has no identity on this channel."]},
+            )
+        wa_id = contact.phone.lstrip("+")
+        ContactIdentity.objects.get_or_create(
+            channel=channel,
+            external_id_index=blind_index(wa_id),
+            defaults={"workspace_id": contact.workspace_id, "contact": contact, "external_id": wa_id},
+        )
+    conversation, _ = Conversation.objects.get_or_create(
+        contact=contact,
+        channel=channel,
+        defaults={"workspace_id": contact.workspace_id, "last_message_at": timezone.now()},
+    )
+    return conversation
+
+
 def _template_message(conversation: Conversation, payload: dict) -> tuple[str, dict]:
     """A template chosen in the inbox (`{"template_id", "parameters"}`) as the provider wants it,
     and its text as the customer will read it."""
     from apps.connectors.models import MessageTemplate
 
-    template = MessageTemplate.objects.filter(
-        pk=payload.get("template_id"),
+    templates = MessageTemplate.objects.filter(
         workspace_id=conversation.workspace_id,
         channel_id=conversation.channel_id,
         status=MessageTemplate.Status.APPROVED,
-    ).first()
+    )
+    if payload.get("template_id"):
+        template = templates.filter(pk=payload["template_id"]).first()
+    else:
+        template = templates.filter(name=payload.get("name", ""), language=payload.get("language", "en")).first()
     if template is None:
         raise DomainError(
-            "No approved template with that id on this conversation's channel.",
+            "No approved template by that id (or name and language) on this conversation's channel.",
             code="invalid_template",
             fields={"template_id": ["Unknown or not approved."]},
         )
@@ -350,18 +398,32 @@ def note_add(*, conversation: Conversation, author, text: str, origin: str | Non
 
 
 def _publish_message(message: Message, *, origin: str | None = None) -> None:
+    event = payloads.message_event(message)
     publish_on_commit(
         message.workspace_id,
-        build_event(
-            "message.created",
-            conversation_id=message.conversation_id,
-            message=payloads.message_event(message),
-        ),
+        build_event("message.created", conversation_id=message.conversation_id, message=event),
         origin=origin,
     )
+    if message.kind not in (Message.Kind.NOTE, Message.Kind.EVENT):  # internal: never leaves Parley
+        webhook_emit(
+            workspace_id=message.workspace_id,
+            event="message.created",
+            data={**event, "conversation_id": message.conversation_id},
+        )
 
 
 def _publish_status(message: Message) -> None:
+    webhook_emit(
+        workspace_id=message.workspace_id,
+        event="message.status",
+        data={
+            "id": message.id,
+            "conversation_id": message.conversation_id,
+            "state": message.state,
+            "error_code": message.error_code,
+            "error_reason": message.error_reason,
+        },
+    )
     publish_on_commit(
         message.workspace_id,
         build_event(
@@ -416,6 +478,11 @@ def message_deliver(*, message_id: int) -> None:
             _mark_failed(message, *INTERRUPTED)
         return
     channel = message.channel
+    try:
+        outbound = _outbound_for(message, OutboundMessage)
+    except DomainError as error:  # nobody to send it to on this channel: say so, do not retry
+        _mark_failed(message, error.code, error.detail)
+        return
     wait = take_token(f"channel:{channel.id}", channel.rate_limit_per_second)
     if wait > 0:
         raise SendLater(wait)
@@ -428,7 +495,7 @@ def message_deliver(*, message_id: int) -> None:
         return
     connector = connector_for(channel)
     try:
-        result = connector.send(channel, _outbound_for(message, OutboundMessage))
+        result = connector.send(channel, outbound)
     except ProviderError as error:
         _handle_send_error(message, error, channel, slow_down)
         if error.error_class == ErrorClass.RETRY and message.attempts + 1 < MAX_SEND_ATTEMPTS:
@@ -454,6 +521,12 @@ def _outbound_for(message: Message, outbound_class):
         raise DomainError("This contact has no identity on the conversation's channel.", code="no_identity")
     media = None
     attachment = message.attachments.filter(state=Attachment.State.STORED).first()
+    if attachment is None and message.payload.get("media_url"):
+        media = {
+            "url": message.payload["media_url"],
+            "mime_type": message.payload.get("mime_type", ""),
+            "filename": message.payload.get("filename", ""),
+        }
     if attachment is not None:
         with attachment.file.open("rb") as handle:
             media = {

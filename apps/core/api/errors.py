@@ -29,9 +29,28 @@ def _first_message(fields) -> str:
     return str(fields)
 
 
+def flatten_fields(errors, prefix: str = "") -> dict[str, list[str]]:
+    """Nested serializer errors as dotted paths (`items.0.price`), each a list of messages, so a
+    client finds every problem with one lookup per field."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, dict):
+        for name, value in errors.items():
+            flat.update(flatten_fields(value, f"{prefix}.{name}" if prefix else str(name)))
+    elif isinstance(errors, list) and errors and all(isinstance(item, str) for item in errors):
+        flat[prefix or "non_field_errors"] = [str(item) for item in errors]
+    elif isinstance(errors, list):
+        for index, value in enumerate(errors):
+            if value:
+                flat.update(flatten_fields(value, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        flat[prefix or "non_field_errors"] = [str(errors)]
+    return flat
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.detail, exc.fields), status=exc.status)
+        fields = flatten_fields(exc.fields) if exc.fields else None
+        return Response(error_body(exc.code, exc.detail, fields), status=exc.status)
     if isinstance(exc, IntegrityError):
         # A race between two writers on a unique constraint that validation already checks.
         return Response(error_body("conflict", "This conflicts with an existing record."), status=409)
@@ -49,7 +68,7 @@ def exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         fields = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
-        response.data = error_body("invalid", _first_message(fields), fields)
+        response.data = error_body("invalid", _first_message(fields), flatten_fields(fields))
     else:
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"
