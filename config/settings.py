@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.core.idempotency.IdempotencyMiddleware",
     "apps.workspaces.middleware.UserPreferencesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -237,6 +238,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # the UI's assets come from Parley itself, never a CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationStatusEnum": "apps.conversations.models.Conversation.Status",
+        "OrderStatusEnum": "apps.contacts.models.Order.Status",
+        "AgentPresenceEnum": "apps.workspaces.models.AgentStatus.Status",
+        "TemplateStatusEnum": "apps.connectors.models.MessageTemplate.Status",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.core.api.schema.add_error_responses",

@@ -63,3 +63,39 @@ def contact_match(*, workspace_id: int, external_id: str = "", phone: str = "", 
     if email:
         return active.filter(email_index=blind_index(normalise_email(email))).order_by("created_at").first()
     return None
+
+
+ORDER_LOOKUP_TIMEOUT = 3.0
+
+
+def orders_for_contact(*, contact: Contact) -> dict:
+    """The customer's orders, for the inbox's Orders panel and the bot: asked of the order system
+    live when the workspace names a lookup URL (3 s at most), else (or when it does not answer)
+    what the order system pushed to `POST /api/v1/orders/`."""
+    from urllib.parse import quote
+
+    import httpx
+
+    from apps.contacts.models import Order
+    from apps.contacts.services import order_payload
+
+    pushed = [order_payload(o) for o in Order.objects.filter(workspace_id=contact.workspace_id, contact=contact)[:50]]
+    workspace = contact.workspace
+    if not workspace.order_lookup_url:
+        return {"source": "pushed", "notice": "", "orders": pushed}
+    values = {name: quote(getattr(contact, name) or "", safe="") for name in ("external_id", "phone", "email")}
+    url = workspace.order_lookup_url.format(**values)
+    headers = {"Accept": "application/json"}
+    if workspace.order_lookup_token:
+        headers["Authorization"] = f"Bearer {workspace.order_lookup_token}"
+    try:
+        response = httpx.get(url, headers=headers, timeout=ORDER_LOOKUP_TIMEOUT)
+        response.raise_for_status()
+        data = response.json()
+        orders = data.get("orders", data) if isinstance(data, dict) else data
+        if not isinstance(orders, list):
+            raise ValueError("expected a list of orders")
+    except (httpx.HTTPError, ValueError) as error:
+        notice = f"The order system did not answer ({type(error).__name__}); showing the last orders it sent."
+        return {"source": "pushed", "notice": notice, "orders": pushed}
+    return {"source": "live", "notice": "", "orders": [o for o in orders if isinstance(o, dict)][:50]}

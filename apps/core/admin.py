@@ -4,6 +4,7 @@ signed-in person administers (supervisor or owner); only a superuser sees across
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.utils import unquote
+from django.db import models
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
@@ -38,6 +39,7 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
 
     workspace_lookup = "workspace"
     superuser_only_add = False
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # a bare host means https
 
     def administered(self, request):
         if not hasattr(request, "_administered_workspaces"):

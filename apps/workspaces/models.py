@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.crypto import EncryptedTextField
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -96,6 +98,19 @@ class Workspace(models.Model):
         blank=True,
         verbose_name=_("closing categories"),
         help_text=_("What a closed conversation was about, chosen when closing (comma-separated)."),
+    )
+    order_lookup_url = models.URLField(
+        _("order lookup URL"),
+        max_length=500,
+        blank=True,
+        help_text=_(
+            "Optional: the order system's address for a customer's current orders, with {external_id}, "
+            "{phone} or {email} in it, e.g. https://shop.example/api/orders?customer={external_id}. "
+            "Parley calls it live (3 s at most) when an operator opens the Orders panel."
+        ),
+    )
+    order_lookup_token = EncryptedTextField(
+        _("order lookup token"), blank=True, help_text=_("Sent as 'Authorization: Bearer <token>'. Stored encrypted.")
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

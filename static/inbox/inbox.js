@@ -518,11 +518,14 @@ async function renderContact(conversations) {
       el("input", {type: "checkbox", value: tag.id, checked: S.current.tag_ids.includes(tag.id),
         onchange: () => act("", {tags: $$(".tag-picker input:checked").map((input) => Number(input.value))})}),
       ` ${tag.name}`))),
+    el("h3", {}, _("Orders"), " ", el("button", {type: "button", class: "link", text: _("Look up"), onclick: () => loadOrders(contact.id)})),
+    el("div", {id: "orders"}),
     el("h3", {text: _("Conversations")}),
     el("ul", {class: "previous"}, conversations.map((c) => el("li", {},
       el("a", {href: `/inbox/?c=${c.id}`, onclick: (e) => { e.preventDefault(); openConversation(c.id); },
         text: `${channelLabel(c.channel_kind)} · ${_(c.status)} · ${c.last_message_at ? new Date(c.last_message_at).toLocaleDateString() : ""}`})))),
     el("div", {id: "duplicates"}));
+  loadOrders(contact.id);
   const duplicates = await api(`contacts/${contact.id}/duplicates/`);
   if (!duplicates.length || !S.contact || S.contact.id !== contact.id) return;
   $("#duplicates").replaceChildren(el("h3", {text: _("Possible duplicates")}), ...duplicates.map((other) => el("div", {class: "duplicate"},
@@ -531,6 +534,25 @@ async function renderContact(conversations) {
       S.contact = await api(`contacts/${contact.id}/merge/`, {method: "POST", json: {duplicate: other.id}});
       await openConversation(S.current.id);
     }}))));
+}
+
+async function loadOrders(contactId) {
+  const box = $("#orders");
+  box.textContent = _("Loading…");
+  try {
+    const found = await api(`contacts/${contactId}/orders/`);
+    if (!S.contact || S.contact.id !== contactId) return;
+    box.replaceChildren(
+      found.notice ? el("p", {class: "muted", text: found.notice}) : null,
+      found.orders.length ? el("ul", {class: "orders"}, found.orders.map((order) => el("li", {},
+        el("strong", {text: `#${order.external_id}`}), ` ${_(order.status || "")} `,
+        order.total ? el("span", {class: "muted", text: `${order.total} ${order.currency || ""}`}) : null,
+        order.tracking_url ? [" ", el("a", {href: order.tracking_url, target: "_blank", rel: "noopener", text: _("track")})] : null,
+        order.tracking_number && !order.tracking_url ? el("span", {class: "muted", text: ` ${order.courier || ""} ${order.tracking_number}`}) : null,
+      ))) : el("p", {class: "muted", text: _("No orders.")}));
+  } catch (error) {
+    box.textContent = error.message;
+  }
 }
 
 // --- live events ---------------------------------------------------------------------------------

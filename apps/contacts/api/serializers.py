@@ -138,3 +138,9 @@ class StockEventSerializer(StrictModelSerializer):
         model = StockEvent
         fields = ("id", "sku", "in_stock", "quantity", "restocked", "created_at")
         read_only_fields = ("id", "restocked", "created_at")
+
+
+class OrderLookupSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=["live", "pushed"])
+    notice = serializers.CharField()
+    orders = serializers.ListField(child=serializers.DictField())

@@ -12,6 +12,7 @@ from apps.contacts.api.serializers import (
     ContactUpsertSerializer,
     ContactWriteSerializer,
     CustomFieldSerializer,
+    OrderLookupSerializer,
     OrderReadSerializer,
     OrderSerializer,
     StockEventSerializer,
@@ -110,10 +111,13 @@ class ContactViewSet(
         page = paginator.paginate_queryset(contact_timeline(contact=self.get_object()), request, view=self)
         return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
 
+    @extend_schema(responses={200: OrderLookupSerializer})
     @action(detail=True, methods=["get"])
     def orders(self, request, pk=None):
-        rows = Order.objects.filter(workspace=request.workspace, contact=self.get_object())[:50]
-        return Response(OrderReadSerializer(rows, many=True).data)
+        """The customer's orders: live from the order system when the workspace has a lookup URL
+        (`source: live`), else what it pushed (`source: pushed`, with a `notice` when the live
+        call failed)."""
+        return Response(selectors.orders_for_contact(contact=self.get_object()))
 
     @action(detail=True, methods=["get"])
     def duplicates(self, request, pk=None):
