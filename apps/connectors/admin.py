@@ -4,7 +4,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from apps.connectors.models import Channel, ChannelKind, MessageTemplate, WebhookDelivery, WebhookSubscription
-from apps.connectors.services import webhook_replay
+from apps.connectors.services import webhook_replay, webhook_subscriptions_changed
 from apps.core.admin import WorkspaceScopedAdmin
 
 
@@ -63,6 +63,10 @@ class WebhookSubscriptionAdmin(WorkspaceScopedAdmin):
     list_display = ("url", "workspace", "enabled", "consecutive_failures", "created_at")
     list_filter = ("enabled", ("workspace", admin.RelatedOnlyFieldListFilter))
     readonly_fields = ("secret", "consecutive_failures", "disabled_reason")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        webhook_subscriptions_changed(workspace_id=obj.workspace_id)
 
 
 @admin.register(WebhookDelivery)

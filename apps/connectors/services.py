@@ -203,17 +203,37 @@ def webhook_emit(*, workspace_id: int, event: str, data: dict) -> None:
     transaction.on_commit(lambda: _webhook_fan_out(workspace_id, event, data))
 
 
+# Which events each workspace's subscriptions want, per process for a moment: most workspaces have
+# none, and the inbound pipeline asks several times per message. A change is seen within seconds.
+_SUBSCRIPTIONS_TTL = 2.0
+_subscriptions: dict[int, tuple[float, list[tuple[int, list[str]]]]] = {}
+
+
+def _wanted(workspace_id: int, event: str) -> list[int]:
+    from apps.connectors.models import WebhookSubscription
+
+    cached = _subscriptions.get(workspace_id)
+    if cached is None or cached[0] < time.monotonic():
+        rows = list(
+            WebhookSubscription.objects.filter(workspace_id=workspace_id, enabled=True).values_list("pk", "events")
+        )
+        cached = (time.monotonic() + _SUBSCRIPTIONS_TTL, rows)
+        _subscriptions[workspace_id] = cached
+    return [pk for pk, events in cached[1] if event in events]
+
+
+def webhook_subscriptions_changed(*, workspace_id: int) -> None:
+    _subscriptions.pop(workspace_id, None)
+
+
 def _webhook_fan_out(workspace_id: int, event: str, data: dict) -> None:
-    from apps.connectors.models import WebhookDelivery, WebhookSubscription
+    from apps.connectors.models import WebhookDelivery
     from apps.connectors.tasks import deliver_webhook
 
-    subscriptions = WebhookSubscription.objects.filter(
-        workspace_id=workspace_id, enabled=True, events__contains=[event]
-    )
-    for subscription in subscriptions:
+    for subscription_id in _wanted(workspace_id, event):
         delivery = WebhookDelivery.objects.create(
             workspace_id=workspace_id,
-            subscription=subscription,
+            subscription_id=subscription_id,
             event=event,
             payload=json.loads(json.dumps(data, default=str)),
             next_attempt_at=timezone.now(),

@@ -1,6 +1,7 @@
 """Writes for contacts: recognising a person across channels, and merging duplicates."""
 
 import re
+from datetime import timedelta
 
 import phonenumbers
 from django.db import IntegrityError, transaction
@@ -177,8 +178,15 @@ def _surviving(contact: Contact) -> Contact:
     return contact
 
 
+TOUCH_EVERY = timedelta(minutes=1)
+
+
 def contact_touch(contact: Contact, *, name: str = "") -> None:
-    fields = {"last_seen_at": timezone.now()}
+    """Last seen now; written at most once a minute for a chatty customer."""
+    now = timezone.now()
+    if contact.last_seen_at and now - contact.last_seen_at < TOUCH_EVERY and (contact.name or not name):
+        return
+    fields = {"last_seen_at": now}
     if name and not contact.name:
         fields["name"] = name
         fields["search_tokens"] = search_tokens_for(name=name, phone=contact.phone, email=contact.email)

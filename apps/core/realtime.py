@@ -7,10 +7,11 @@ id it saw (`events_since`); then it is fanned out to the workspace's group on th
 layer, which every connected socket of that workspace has joined.
 """
 
+import asyncio
 import json
+import threading
 from functools import partial
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
@@ -18,6 +19,41 @@ from django.utils import timezone
 from apps.core.redis import get_redis, key
 
 STREAM_MAXLEN = 10_000  # about a busy hour of one workspace's events
+
+
+class _LayerThread:
+    """One event loop per process, in a thread, for sends to the Channels layer from sync code.
+
+    `async_to_sync` would start a fresh loop per call, and channels_redis keeps its connection
+    pool per loop, so every event would open a new Redis connection; here the pool lives as long
+    as the process (a Celery worker publishes several events per message)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loop = None
+        self._pid = None
+
+    def _ensure(self):
+        import os
+
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # a forked worker needs its own
+                self._loop = asyncio.new_event_loop()
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop.run_forever, name="channels-layer", daemon=True).start()
+            return self._loop
+
+    def group_send(self, group: str, message: dict) -> None:
+        future = asyncio.run_coroutine_threadsafe(get_channel_layer().group_send(group, message), self._ensure())
+        future.result(timeout=10)
+
+
+_layer = _LayerThread()
+
+
+def layer_send(group: str, message: dict) -> None:
+    """Sends to a Channels group from sync code (services, tasks, connectors)."""
+    _layer.group_send(group, message)
 
 
 def workspace_group(workspace_id: int) -> str:
@@ -50,9 +86,7 @@ def publish(workspace_id: int, event: dict, *, origin: str | None = None) -> str
         .decode()
     )
     envelope["id"] = event_id
-    async_to_sync(get_channel_layer().group_send)(
-        workspace_group(workspace_id), {"type": "realtime.event", "event": envelope}
-    )
+    _layer.group_send(workspace_group(workspace_id), {"type": "realtime.event", "event": envelope})
     return event_id
 
 
@@ -66,7 +100,7 @@ def _envelope(workspace_id: int, event: dict, origin: str | None) -> dict:
 
 def publish_ephemeral(workspace_id: int, event: dict, *, origin: str | None = None) -> None:
     """To the sockets connected now, not kept in the stream (typing hints: stale in seconds)."""
-    async_to_sync(get_channel_layer().group_send)(
+    _layer.group_send(
         workspace_group(workspace_id), {"type": "realtime.event", "event": _envelope(workspace_id, event, origin)}
     )
 
@@ -77,9 +111,7 @@ def notify_user_on_commit(user_id: int, event: dict, *, workspace_id: int | None
 
     def send():
         envelope = _envelope(workspace_id, event, None)
-        async_to_sync(get_channel_layer().group_send)(
-            user_group(user_id), {"type": "realtime.event", "event": envelope}
-        )
+        _layer.group_send(user_group(user_id), {"type": "realtime.event", "event": envelope})
 
     transaction.on_commit(send)
 

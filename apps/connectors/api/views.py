@@ -7,6 +7,7 @@ from apps.connectors.api.serializers import (
     WebhookSubscriptionSerializer,
 )
 from apps.connectors.models import Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
+from apps.connectors.services import webhook_subscriptions_changed
 from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceReadOnlyViewSet
 
 
@@ -33,6 +34,18 @@ class WebhookSubscriptionViewSet(WorkspaceModelViewSet):
     queryset = WebhookSubscription.objects.all()
     serializer_class = WebhookSubscriptionSerializer
     filterset_fields = ("enabled",)
+
+    def perform_create(self, serializer):
+        super().perform_create(serializer)
+        webhook_subscriptions_changed(workspace_id=self.request.workspace.pk)
+
+    def perform_update(self, serializer):
+        super().perform_update(serializer)
+        webhook_subscriptions_changed(workspace_id=self.request.workspace.pk)
+
+    def perform_destroy(self, instance):
+        super().perform_destroy(instance)
+        webhook_subscriptions_changed(workspace_id=self.request.workspace.pk)
 
     def create(self, request, *args, **kwargs):
         response = super().create(request, *args, **kwargs)

@@ -17,8 +17,6 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core import signing
 from django.core.files.storage import default_storage
 
@@ -33,6 +31,7 @@ from apps.connectors.base import (
     SendResult,
     StatusUpdate,
 )
+from apps.core.realtime import layer_send
 
 MB = 1024 * 1024
 RECEIPT_STATES = ("delivered", "read")
@@ -113,9 +112,7 @@ class WebChatConnector(Connector):
             else [],
         }
         try:
-            async_to_sync(get_channel_layer().group_send)(
-                visitor_group(channel.id, message.recipient_id), {"type": "visitor.message", "message": pushed}
-            )
+            layer_send(visitor_group(channel.id, message.recipient_id), {"type": "visitor.message", "message": pushed})
         except Exception as error:  # the channel layer is Redis: a blip is worth another try
             raise ProviderError(ErrorClass.RETRY, "layer_unavailable", str(error)) from error
         return SendResult(provider_id=provider_id)

@@ -93,7 +93,7 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         conversation, created = Conversation.objects.get_or_create(
             contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
         )
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        conversation = Conversation.objects.select_for_update().prefetch_related("tags").get(pk=conversation.pk)
         conversation.contact, conversation.channel = contact, channel  # already in hand
         opened = created or conversation.status == Conversation.Status.CLOSED
         # Checked again under the conversation's lock: concurrent duplicates queue up here.
@@ -117,15 +117,13 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         )
         _conversation_note_inbound(conversation, channel, inbound)
         attachment = _attachment_expect(message, inbound.media) if inbound.media else None
+        # The new message's attachments are known: no query to list them for the event.
+        message._prefetched_objects_cache = {"attachments": [attachment] if attachment else []}
         contact_touch(contact, name=inbound.sender_name)
         _publish_message(message)
-        _publish_conversation(conversation)
+        event = _publish_conversation(conversation)
         if opened:
-            webhook_emit(
-                workspace_id=conversation.workspace_id,
-                event="conversation.opened",
-                data=payloads.conversation_event(conversation),
-            )
+            webhook_emit(workspace_id=conversation.workspace_id, event="conversation.opened", data=event)
     if attachment is not None:
         from apps.conversations.tasks import fetch_inbound_media
 
@@ -437,11 +435,10 @@ def _publish_status(message: Message) -> None:
     )
 
 
-def _publish_conversation(conversation: Conversation) -> None:
-    publish_on_commit(
-        conversation.workspace_id,
-        build_event("conversation.updated", conversation=payloads.conversation_event(conversation)),
-    )
+def _publish_conversation(conversation: Conversation) -> dict:
+    event = payloads.conversation_event(conversation)
+    publish_on_commit(conversation.workspace_id, build_event("conversation.updated", conversation=event))
+    return event
 
 
 # Delivery (called by tasks.deliver_message) ---------------------------------------------------

@@ -1,0 +1,401 @@
+"""Inbound throughput and latency: signed WhatsApp webhooks against the running stack.
+
+    python -m bench.inbound [--clients 16] [--messages 3000] [--rate 100] [--seconds 10] [--workers 2]
+
+It makes its own database (`parley_bench`, dropped at the end) and Redis key prefix on the
+servers named by DATABASE_URL / REDIS_URL (or the embedded ones), starts a real daphne and a
+real Celery worker on them, and measures, on loopback:
+
+1. the ceiling: a trivial view (`GET /ping`) from the same concurrent clients;
+2. a burst: N clients POST signed webhooks as fast as they can; acknowledgement latency, and
+   messages fully processed per second (stored, conversation updated, event published) until
+   the last one is in PostgreSQL;
+3. webhook → websocket latency at a paced rate, measured by a real websocket client signed in
+   as a supervisor of the workspace, for each message's `message.created` event.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BENCH_DB = "parley_bench"
+PREFIX = "parley-bench"
+APP_SECRET = "bench-app-secret"  # noqa: S105 (a throwaway channel of the bench database)
+PHONE_NUMBER_ID = "900000001"
+TARGETS = {"processed_per_s": 300, "ack_p99_ms": 50, "ws_p99_ms": 250}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.inbound")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent webhook senders")
+    parser.add_argument("--messages", type=int, default=3000, help="webhooks in the burst")
+    parser.add_argument("--rate", type=int, default=100, help="messages/s for the websocket latency run")
+    parser.add_argument("--seconds", type=int, default=10, help="length of the paced run")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (prefork)")
+    parser.add_argument("--web", type=int, default=1, help="daphne processes (one port each)")
+    return parser.parse_args(argv)
+
+
+# Servers and data ------------------------------------------------------------------------------
+
+
+def server_urls() -> tuple[str, str]:
+    from config import embedded
+
+    started = embedded.start()
+    database = os.environ.get("DATABASE_URL") or started["DATABASE_URL"]
+    redis = os.environ.get("REDIS_URL") or started["REDIS_URL"]
+    return database, redis
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def recreate_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(with_database(admin_url, "postgres"), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{BENCH_DB}"')
+
+
+def drop_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(with_database(admin_url, "postgres"), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+
+
+def prepare(env: dict) -> dict:
+    """Migrates the bench database and makes a workspace, a supervisor and a WhatsApp number."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.contrib.sessions.backends.cached_db import SessionStore
+    from django.core.management import call_command
+
+    from apps.connectors.models import Channel
+    from apps.workspaces import services
+    from apps.workspaces.models import Role, User
+
+    call_command("migrate", verbosity=0)
+    workspace = services.workspace_create(name="Bench", slug="bench", timezone_name="UTC", default_language="en")
+    user = User.objects.create_user("bench-supervisor", password="unused-bench-password")  # noqa: S106
+    services.membership_add(workspace=workspace, user=user, role=Role.SUPERVISOR)
+    channel = Channel.objects.create(
+        workspace=workspace,
+        kind="whatsapp",
+        name="Bench number",
+        credentials={
+            "access_token": "t",
+            "app_secret": APP_SECRET,
+            "phone_number_id": PHONE_NUMBER_ID,
+            "waba_id": "W",
+        },
+        settings={"base_url": "http://127.0.0.1:9"},
+    )
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.create()
+    return {"channel_uuid": str(channel.uuid), "session": session.session_key}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def spawn(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"bench: {what} did not come up within {timeout:.0f} s")
+
+
+# Load ------------------------------------------------------------------------------------------
+
+
+def webhook(index: int, text: str) -> bytes:
+    wa_id = f"2010{index % 500:07d}"  # 500 customers writing again and again
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "W",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "+20 100 000 0000",
+                                "phone_number_id": PHONE_NUMBER_ID,
+                            },
+                            "contacts": [{"profile": {"name": f"Customer {index % 500}"}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": f"wamid.bench.{index}.{time.time_ns()}",
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    return json.dumps(body).encode()
+
+
+def signed_headers(body: bytes) -> dict:
+    signature = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={signature}"}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+async def ceiling(urls: list[str], clients: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def client(index: int):
+        async with httpx.AsyncClient(timeout=10) as http:
+            url = f"{urls[index % len(urls)]}/ping"
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                (await http.get(url)).raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return {"per_s": len(latencies) / (time.monotonic() - started), "latencies": latencies}
+
+
+async def burst(urls: list[str], uuid: str, clients: int, total: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    queue = asyncio.Queue()
+    for index in range(total):
+        queue.put_nowait(index)
+    errors = 0
+
+    async def client(index: int):
+        nonlocal errors
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"{urls[index % len(urls)]}/webhooks/{uuid}/"
+            while not queue.empty():
+                number = queue.get_nowait()
+                body = webhook(number, f"burst {number}")
+                started = time.perf_counter()
+                response = await http.post(url, content=body, headers=signed_headers(body))
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += response.status_code != 200
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return {"sent_s": time.monotonic() - started, "latencies": latencies, "errors": errors, "started": started}
+
+
+async def paced(urls: list[str], ws_url: str, uuid: str, session: str, rate: int, seconds: int) -> dict:
+    import httpx
+    import websockets
+
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    total = rate * seconds
+    headers = {"Cookie": f"sessionid={session}", "Origin": urls[0]}
+    async with websockets.connect(f"{ws_url}/ws/?workspace=bench", additional_headers=headers) as ws:
+        await ws.recv()  # hello
+
+        async def listen():
+            while len(latencies) < total:
+                try:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+                except TimeoutError:
+                    return
+                if event.get("type") == "message.created":
+                    token = event["payload"]["message"]["text"]
+                    if token in sent_at:
+                        latencies.append((time.perf_counter() - sent_at.pop(token)) * 1000)
+
+        listener = asyncio.create_task(listen())
+        async with httpx.AsyncClient(timeout=30) as http:
+            start = time.perf_counter()
+            pending = set()
+            for number in range(total):
+                await asyncio.sleep(max(0.0, start + number / rate - time.perf_counter()))
+                token = f"paced {number}"
+                body = webhook(100_000 + number, token)
+                sent_at[token] = time.perf_counter()
+                url = f"{urls[number % len(urls)]}/webhooks/{uuid}/"
+                pending.add(asyncio.create_task(http.post(url, content=body, headers=signed_headers(body))))
+            await asyncio.gather(*pending)
+        await listener
+    return {"latencies": latencies, "lost": len(sent_at)}
+
+
+def count_messages(env: dict | None = None) -> int:
+    from apps.conversations.models import Message
+
+    return Message.objects.count()
+
+
+# Report -------------------------------------------------------------------------------------
+
+
+def line(name: str, value: str, target: str = "") -> None:
+    print(f"  {name:<44} {value:>14}   {target}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    database, redis_url = server_urls()
+    bench_db = with_database(database, BENCH_DB)
+    recreate_database(database)
+    env = {
+        **os.environ,
+        "DATABASE_URL": bench_db,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": PREFIX,
+        "CELERY_QUEUE": PREFIX,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-0123",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_COOKIES": "false",
+        "LOG_LEVEL": "WARNING",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    made = prepare(env)
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = [free_port() for _ in range(args.web)]
+    processes = [
+        spawn(
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            env,
+            logs / f"daphne-{port}.log",
+        )
+        for port in ports
+    ]
+    worker = [str(BIN / "celery"), "--app", "config", "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
+    worker += [
+        "--concurrency",
+        str(args.workers),
+        "--without-gossip",
+        "--without-mingle",
+        "--prefetch-multiplier",
+        "16",
+    ]
+    processes.append(spawn(worker, env, logs / "worker.log"))
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        import httpx
+
+        for url in urls:
+            wait_until(lambda u=url: _up(httpx, u), 30, "daphne")
+        # Warm-up: the whole pipeline answers before anything is measured.
+        asyncio.run(burst(urls, made["channel_uuid"], 4, 40))
+        wait_until(lambda: count_messages(env) >= 40, 60, "the worker")
+        baseline = count_messages(env)
+        print(
+            f"machine: {os.cpu_count()} cores; {args.web} daphne, Celery prefork x{args.workers}; "
+            f"{args.clients} clients; PostgreSQL and Redis at {database.split('@')[-1]} / {redis_url}"
+        )
+
+        ceiling_run = asyncio.run(ceiling(urls, args.clients, 5))
+        burst_run = asyncio.run(burst(urls, made["channel_uuid"], args.clients, args.messages))
+        deadline = time.monotonic() + 300
+        while count_messages(env) - baseline < args.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        processed_s = time.monotonic() - burst_run["started"]
+        stored = count_messages(env) - baseline
+        paced_run = asyncio.run(
+            paced(urls, urls[0].replace("http", "ws"), made["channel_uuid"], made["session"], args.rate, args.seconds)
+        )
+
+        print("ceiling: GET /ping")
+        line("requests/s", f"{ceiling_run['per_s']:.0f}")
+        line(
+            "latency p50 / p99 (ms)",
+            f"{percentile(ceiling_run['latencies'], 50):.1f} / {percentile(ceiling_run['latencies'], 99):.1f}",
+        )
+        print(f"burst: {args.messages} signed webhooks from {args.clients} clients")
+        ack = burst_run["latencies"]
+        line("webhooks acknowledged/s", f"{args.messages / burst_run['sent_s']:.0f}")
+        line(
+            "ack latency p50 / p99 (ms)",
+            f"{percentile(ack, 50):.1f} / {percentile(ack, 99):.1f}",
+            f"target p99 ≤ {TARGETS['ack_p99_ms']}",
+        )
+        line("messages fully processed/s", f"{stored / processed_s:.0f}", f"target ≥ {TARGETS['processed_per_s']}")
+        line("stored / sent / non-200", f"{stored} / {args.messages} / {burst_run['errors']}")
+        print(f"paced: {args.rate} messages/s for {args.seconds} s, one supervisor's websocket")
+        ws = paced_run["latencies"]
+        line(
+            "webhook → websocket p50 / p99 (ms)",
+            f"{percentile(ws, 50):.1f} / {percentile(ws, 99):.1f}",
+            f"target p99 ≤ {TARGETS['ws_p99_ms']}",
+        )
+        line("events received / missing", f"{len(ws)} / {paced_run['lost']}")
+        if ws:
+            line("webhook → websocket mean (ms)", f"{statistics.mean(ws):.1f}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(database)
+    return 0
+
+
+def _up(httpx, url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
