@@ -299,6 +299,7 @@ def main(argv=None) -> int:
         "SECURE_SSL_REDIRECT": "false",
         "SECURE_COOKIES": "false",
         "LOG_LEVEL": "WARNING",
+        "INBOUND_DRAINERS": str(args.workers),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     made = prepare(env)

@@ -112,6 +112,8 @@ DATABASES = {"default": database_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 WORKER_DATABASE_CONN_MAX_AGE = env_int("WORKER_DATABASE_CONN_MAX_AGE", 600)
+# How many worker processes apply stored webhooks at once (apps/conversations/services/messages.py).
+INBOUND_DRAINERS = env_int("INBOUND_DRAINERS", 2)
 # Two test runs on one server (two checkouts, say) each need their own test database.
 DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

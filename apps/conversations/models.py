@@ -28,9 +28,14 @@ class InboundEvent(WorkspaceScoped):
     error = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text=_("When a worker took it to apply."))
 
     class Meta:
-        indexes = [models.Index(fields=["state", "received_at"], name="inbound_event_by_state")]
+        indexes = [
+            models.Index(fields=["state", "received_at"], name="inbound_event_by_state"),
+            # The drainers' queue: only pending rows, oldest first.
+            models.Index(fields=["id"], condition=Q(state="pending"), name="inbound_event_pending"),
+        ]
         ordering = ["-received_at"]
         verbose_name = _("inbound event")
         verbose_name_plural = _("inbound events")
@@ -98,6 +103,7 @@ class Conversation(WorkspaceScoped):
         constraints = [models.UniqueConstraint(fields=["contact", "channel"], name="conversation_one_per_channel")]
         # The inbox's views: everything by status, mine, a team's; newest activity first.
         indexes = [
+            models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_recent"),
             models.Index(fields=["workspace", "status", "-last_message_at"], name="conversation_inbox"),
             models.Index(fields=["workspace", "assignee", "status", "-last_message_at"], name="conversation_mine"),
             models.Index(fields=["workspace", "team", "status", "-last_message_at"], name="conversation_team"),

@@ -37,6 +37,13 @@ def _iso(moment) -> str | None:
     return moment.isoformat() if moment else None
 
 
+def _tag_ids(conversation) -> list[int]:
+    annotated = getattr(conversation, "tag_id_list", None)  # selectors.with_tag_ids
+    if annotated is not None:
+        return sorted(annotated)
+    return sorted(tag.pk for tag in conversation.tags.all())
+
+
 def conversation_event(conversation) -> dict:
     """A conversation as an inbox row shows it (the API's list serializer reuses it)."""
     return {
@@ -50,7 +57,7 @@ def conversation_event(conversation) -> dict:
         "team_id": conversation.team_id,
         "priority": conversation.priority,
         "category": conversation.category,
-        "tag_ids": sorted(tag.pk for tag in conversation.tags.all()),
+        "tag_ids": _tag_ids(conversation),
         "language": conversation.language,
         "unread_count": conversation.unread_count,
         "authorized": conversation.authorized,
@@ -59,6 +66,7 @@ def conversation_event(conversation) -> dict:
         "last_message_at": _iso(conversation.last_message_at),
         "window_expires_at": _iso(conversation.window_expires_at),
         "closed_at": _iso(conversation.closed_at),
+        "csat_score": conversation.csat_score,
     }
 
 

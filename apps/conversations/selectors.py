@@ -25,6 +25,18 @@ def message_timeline(*, conversation: Conversation) -> QuerySet[Message]:
 # The inbox -----------------------------------------------------------------------------------
 
 INBOX_VIEWS = ("mine", "unassigned", "team", "all")
+# What the inbox list never shows, of the contact and channel it joins.
+LIST_DEFERRED = (
+    "contact__phone",
+    "contact__email",
+    "contact__search_tokens",
+    "contact__custom_fields",
+    "contact__marketing_consent",
+    "channel__credentials",
+    "channel__settings",
+    "closing_summary",
+    "csat_comment",
+)
 SEARCH_MESSAGE_LIMIT = 500
 
 
@@ -82,6 +94,17 @@ def with_last_message(queryset: QuerySet[Conversation]) -> QuerySet[Conversation
         )[:1]
     )
     return queryset.annotate(last_message=Subquery(newest))
+
+
+def with_tag_ids(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """Each row's tag ids as an array in the same query (instead of a prefetch per page)."""
+    from django.contrib.postgres.expressions import ArraySubquery
+    from django.db.models import OuterRef
+
+    through = Conversation.tags.through
+    return queryset.annotate(
+        tag_id_list=ArraySubquery(through.objects.filter(conversation_id=OuterRef("pk")).values("tag_id"))
+    )
 
 
 def contact_conversations(*, contact) -> QuerySet[Conversation]:

@@ -16,6 +16,21 @@ def process_inbound_event(self, event_id: int) -> None:
         raise self.retry(countdown=2, exc=error) from error
 
 
+@shared_task(name="conversations.drain_inbound_events")
+def drain_inbound_events(slot: int) -> int:
+    return services.inbound_events_drain(slot=slot)
+
+
+@shared_task(name="conversations.drain_inbound")
+def drain_inbound() -> bool:
+    """Beat's safety net: wakes a drainer if deliveries wait and no wake-up reached one."""
+    from apps.conversations.models import InboundEvent
+
+    if InboundEvent.objects.filter(state=InboundEvent.State.PENDING).exists():
+        return services.inbound_drain_kick()
+    return False
+
+
 @shared_task(name="conversations.deliver_message", bind=True, max_retries=None)
 def deliver_message(self, message_id: int) -> None:
     try:

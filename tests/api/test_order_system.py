@@ -381,3 +381,67 @@ def test_the_orders_button_asks_the_order_system_live_and_says_so_when_it_is_dow
     assert _Shop.seen == [("/orders?customer=C%207", "Bearer shop-secret")]
     assert down["source"] == "pushed" and "did not answer" in down["notice"]
     assert [o["external_id"] for o in down["orders"]] == ["1001"]
+
+
+# Satisfaction and dates --------------------------------------------------------------------------
+
+
+def test_a_rating_from_the_order_systems_survey_is_kept_and_heard_by_subscribers(
+    tenants, receiver, django_capture_on_commit_callbacks
+):
+    from apps.contacts.services import contact_resolve
+    from apps.conversations.models import Conversation
+
+    hook = receiver()
+    subscription = _subscribe(tenants, hook.url, ["csat.submitted"])
+    channel = make_whatsapp_channel(tenants.a)
+    contact = contact_resolve(channel=channel, external_id="201001110001", name="Amira", phone="+201001110001")
+    conversation = Conversation.objects.create(workspace=tenants.a, contact=contact, channel=channel)
+    api = token_client(tenants.token_a)
+
+    bad = api.post(f"/api/v1/conversations/{conversation.pk}/csat/", {"score": 9}, "application/json")
+    assert bad.status_code == 400 and "score" in bad.json()["fields"]
+    with django_capture_on_commit_callbacks(execute=True):
+        good = api.post(
+            f"/api/v1/conversations/{conversation.pk}/csat/", {"score": 4, "comment": "Fast"}, "application/json"
+        )
+    assert good.status_code == 200 and good.json()["csat_score"] == 4
+    conversation.refresh_from_db()
+    assert (conversation.csat_score, conversation.csat_comment) == (4, "Fast")
+    assert Message.objects.filter(conversation=conversation, kind="event", payload__action="csat").exists()
+
+    connector_services.webhook_deliver(delivery_id=WebhookDelivery.objects.get().id)
+    event = _verify(subscription["secret"], hook.requests[0])
+    assert event["type"] == "csat.submitted" and event["data"]["score"] == 4 and event["data"]["comment"] == "Fast"
+    other = token_client(tenants.token_b).post(
+        f"/api/v1/conversations/{conversation.pk}/csat/", {"score": 1}, "application/json"
+    )
+    assert other.status_code == 404
+
+
+def test_conversations_filter_by_when_they_opened_and_closed(tenants):
+    from apps.contacts.services import contact_resolve
+    from apps.conversations.models import Conversation
+
+    channel = make_whatsapp_channel(tenants.a)
+    now = timezone.now()
+    made = []
+    for number, days in enumerate((10, 3)):
+        contact = contact_resolve(channel=channel, external_id=f"20100111000{number}", phone=f"+20100111000{number}")
+        conversation = Conversation.objects.create(workspace=tenants.a, contact=contact, channel=channel)
+        Conversation.objects.filter(pk=conversation.pk).update(
+            opened_at=now - timedelta(days=days), closed_at=now - timedelta(days=days - 1), status="closed"
+        )
+        made.append(conversation.pk)
+    api = token_client(tenants.token_a)
+
+    def listed(query):
+        response = api.get("/api/v1/conversations/", query)
+        assert response.status_code == 200, response.content
+        return [row["id"] for row in response.json()["results"]]
+
+    week_ago = (now - timedelta(days=7)).isoformat()
+    assert listed({"opened_after": week_ago}) == [made[1]]
+    assert listed({"opened_before": week_ago}) == [made[0]]
+    assert listed({"closed_after": week_ago}) == [made[1]]
+    assert api.get("/api/v1/conversations/", {"opened_after": "last tuesday"}).status_code == 400

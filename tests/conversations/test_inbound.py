@@ -293,3 +293,36 @@ def test_a_failed_status_carries_the_providers_code_and_reason(channel):
     assert sent.state == "failed"
     assert sent.error_code == "131026"
     assert "Message undeliverable" in sent.error_reason
+
+
+# Drainers --------------------------------------------------------------------------------------
+
+
+def test_drainers_claim_disjoint_batches_and_reclaim_what_a_dead_one_left(channel):
+    from apps.conversations.services import inbound_events_claim
+
+    for number in range(3):
+        post_webhook(Client(), channel, envelope(messages_value(text(f"hi {number}", wamid=f"wamid.c{number}"))))
+    first = inbound_events_claim(limit=2)
+    second = inbound_events_claim(limit=2)
+
+    assert len(first) == 2 and len(second) == 1 and not set(first) & set(second)
+    assert inbound_events_claim() == []
+    InboundEvent.objects.filter(pk__in=first).update(claimed_at=timezone.now() - timedelta(minutes=5))
+    assert sorted(inbound_events_claim()) == sorted(first)  # their drainer died: taken again
+
+
+def test_a_drainer_applies_every_pending_delivery_and_frees_its_slot(channel):
+    from apps.conversations.services import inbound_events_drain
+    from apps.conversations.services.messages import _drain_slot_key
+    from apps.core.redis import get_redis
+
+    for number in range(5):
+        post_webhook(Client(), channel, envelope(messages_value(text(f"order {number}", wamid=f"wamid.d{number}"))))
+    get_redis().set(_drain_slot_key(0), "1")  # as the wake-up left it
+
+    assert inbound_events_drain(slot=0) == 5
+
+    assert Message.objects.filter(channel=channel).count() == 5
+    assert set(InboundEvent.objects.values_list("state", flat=True)) == {"processed"}
+    assert not get_redis().exists(_drain_slot_key(0))

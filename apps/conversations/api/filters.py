@@ -9,11 +9,15 @@ class ConversationFilter(filters.FilterSet):
     and `q` to search by contact name, phone, email or message text."""
 
     view = filters.ChoiceFilter(choices=[(v, v) for v in selectors.INBOX_VIEWS], method="filter_view")
-    status = filters.MultipleChoiceFilter(choices=Conversation.Status.choices)
-    priority = filters.MultipleChoiceFilter(choices=Conversation.Priority.choices)
+    status = filters.MultipleChoiceFilter(choices=Conversation.Status.choices, distinct=False)
+    priority = filters.MultipleChoiceFilter(choices=Conversation.Priority.choices, distinct=False)
     tag = filters.NumberFilter(field_name="tags")
     q = filters.CharFilter(method="filter_search")
     updated_since = filters.IsoDateTimeFilter(field_name="last_message_at", lookup_expr="gte")
+    opened_after = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="gte")
+    opened_before = filters.IsoDateTimeFilter(field_name="opened_at", lookup_expr="lt")
+    closed_after = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="gte")
+    closed_before = filters.IsoDateTimeFilter(field_name="closed_at", lookup_expr="lt")
 
     class Meta:
         model = Conversation

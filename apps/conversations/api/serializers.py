@@ -38,11 +38,22 @@ class ConversationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def to_representation(self, instance):
+        # The inbox row (payloads.conversation_event) plus the ids under the API's field names;
+        # built by hand because the list serializes 50 rows a request on the inbox's hot path.
         return {
-            **super().to_representation(instance),
             **payloads.conversation_event(instance),
+            "contact": instance.contact_id,
+            "channel": instance.channel_id,
+            "assignee": instance.assignee_id,
+            "team": instance.team_id,
+            "opened_at": _iso(instance.opened_at),
+            "first_response_at": _iso(instance.first_response_at),
             "last_message": getattr(instance, "last_message", None),
         }
+
+
+def _iso(moment) -> str | None:
+    return serializers.DateTimeField().to_representation(moment) if moment else None
 
 
 class ConversationUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -62,6 +73,11 @@ class ConversationAssignSerializer(StrictSerializerMixin, serializers.Serializer
 class ConversationCloseSerializer(StrictSerializerMixin, serializers.Serializer):
     category = serializers.CharField(max_length=60, allow_blank=True, required=False, default="")
     summary = serializers.CharField(max_length=4096, allow_blank=True, required=False, default="")
+
+
+class ConversationCsatSerializer(StrictSerializerMixin, serializers.Serializer):
+    score = serializers.IntegerField(min_value=1, max_value=5)
+    comment = serializers.CharField(max_length=4096, allow_blank=True, required=False, default="")
 
 
 class ConversationSnoozeSerializer(StrictSerializerMixin, serializers.Serializer):

@@ -9,6 +9,7 @@ from apps.conversations.api.filters import ConversationFilter
 from apps.conversations.api.serializers import (
     ConversationAssignSerializer,
     ConversationCloseSerializer,
+    ConversationCsatSerializer,
     ConversationSerializer,
     ConversationSnoozeSerializer,
     ConversationUpdateSerializer,
@@ -51,7 +52,12 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
     member_writes = True  # every write is an act on a conversation, checked by check_may_act
 
     def get_queryset(self):
-        return selectors.with_last_message(super().get_queryset())
+        queryset = super().get_queryset()
+        if self.action == "list":
+            # A row shows the contact's name and the channel's kind: the rest of both stays in
+            # the database instead of being decrypted fifty times a request.
+            queryset = selectors.with_tag_ids(queryset.defer(*selectors.LIST_DEFERRED).prefetch_related(None))
+        return selectors.with_last_message(queryset)
 
     def _done(self, request, conversation) -> Response:
         conversation = self.get_queryset().get(pk=conversation.pk)
@@ -87,6 +93,18 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.conversation_close(conversation=conversation, **self._args(request), **serializer.validated_data)
+        return self._done(request, conversation)
+
+    @action(detail=True, methods=["post"], member_writes=True, serializer_class=ConversationCsatSerializer)
+    def csat(self, request, pk=None):
+        """Record the customer's satisfaction rating (1 to 5, with an optional comment) collected
+        elsewhere, e.g. by the order system's own survey; emits `csat.submitted`."""
+        conversation = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.conversation_csat_record(
+            conversation=conversation, origin=request.headers.get("X-Parley-Socket"), **serializer.validated_data
+        )
         return self._done(request, conversation)
 
     @action(detail=True, methods=["post"], member_writes=True, serializer_class=EmptySerializer)

@@ -217,6 +217,27 @@ def conversation_close(
     return conversation
 
 
+def conversation_csat_record(
+    *, conversation: Conversation, score: int, comment: str = "", origin: str | None = None
+) -> Conversation:
+    """The customer's rating of the conversation (1 to 5) and what they added; a later rating
+    replaces an earlier one. Whoever collected it (the bot's survey, the widget, the order system
+    through the API) calls this; subscribers hear `csat.submitted`."""
+    if not 1 <= score <= 5:
+        raise DomainError("A rating is from 1 to 5.", code="invalid", fields={"score": ["From 1 to 5."]})
+    with transaction.atomic():
+        conversation = _locked(conversation)
+        _save(conversation, {"csat_score": score, "csat_comment": comment}, origin=origin)
+        text = f"Customer rated {score}/5" + (f": {comment}" if comment else "")
+        _event(conversation, None, "csat", text, score=score)
+        webhook_emit(
+            workspace_id=conversation.workspace_id,
+            event="csat.submitted",
+            data={**payloads.conversation_event(conversation), "score": score, "comment": comment},
+        )
+    return conversation
+
+
 def conversation_reopen(
     *, conversation: Conversation, actor, membership: Membership | None, origin: str | None = None
 ) -> Conversation:

@@ -4,11 +4,12 @@ Inbound: `inbound_event_process` parses a stored webhook and applies each neutra
 idempotently (a provider's id is unique per channel). Outbound: `message_send` records the
 message as queued, and after commit `tasks.deliver_message` sends it."""
 
+import logging
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.connectors.base import InboundMessage, ParseError, StatusUpdate
@@ -28,6 +29,8 @@ from apps.core.events import build_event
 from apps.core.exceptions import DomainError
 from apps.core.realtime import publish_on_commit
 
+logger = logging.getLogger(__name__)
+
 
 class StatusForUnknownMessage(Exception):
     """A status arrived before the send that caused it was recorded; the task retries."""
@@ -37,16 +40,104 @@ class StatusForUnknownMessage(Exception):
 
 
 def inbound_event_store(*, channel, body: bytes, headers: dict) -> InboundEvent:
+    """Keeps the delivery as it arrived; after commit a drainer is woken to apply it."""
     event = InboundEvent.objects.create(
         workspace_id=channel.workspace_id,
         channel=channel,
         body=body.decode("utf-8", errors="replace"),
         headers=headers,
     )
-    from apps.conversations.tasks import process_inbound_event
-
-    transaction.on_commit(lambda: process_inbound_event.delay(event.id))
+    transaction.on_commit(inbound_drain_kick)
     return event
+
+
+# Stored deliveries are applied by a few long-running "drainer" tasks rather than one Celery task
+# each: a drainer claims pending events in batches (SKIP LOCKED, so drainers never collide) and
+# applies them one by one until none is left. At most INBOUND_DRAINERS run at once; each holds a
+# slot in Redis while it works. A webhook only wakes a drainer when a slot is free, so under load
+# the web process publishes almost nothing to Celery and the worker spends its time on messages,
+# not on task overhead. A delivery whose wake-up was lost (Redis down at that instant) is picked
+# up by the next drainer or by beat's `conversations.drain_inbound` a minute later at most.
+INBOUND_BATCH = 50
+INBOUND_CLAIM_TIMEOUT = timedelta(minutes=2)  # a claimed event whose drainer died is claimed again
+INBOUND_MAX_ATTEMPTS = 5
+INBOUND_DRAIN_SECONDS = 20  # then the drainer hands over to a fresh task (fair to other queues)
+_SLOT_TTL = 120
+
+
+def _drain_slot_key(slot: int) -> str:
+    from apps.core.redis import key
+
+    return key("inbound-drain", slot)
+
+
+def inbound_drain_kick() -> bool:
+    """Starts a drainer if a slot is free; True if one was started."""
+    from apps.conversations.tasks import drain_inbound_events
+    from apps.core.redis import get_redis
+
+    client = get_redis()
+    for slot in range(settings.INBOUND_DRAINERS):
+        if client.set(_drain_slot_key(slot), "1", nx=True, ex=_SLOT_TTL):
+            drain_inbound_events.delay(slot)
+            return True
+    return False
+
+
+def _claimable():
+    return InboundEvent.objects.filter(state=InboundEvent.State.PENDING).filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=timezone.now() - INBOUND_CLAIM_TIMEOUT)
+    )
+
+
+def inbound_events_claim(*, limit: int = INBOUND_BATCH) -> list[int]:
+    """The oldest pending deliveries nobody is working on, now claimed by the caller."""
+    with transaction.atomic():
+        ids = list(
+            _claimable().select_for_update(skip_locked=True).order_by("id").values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            InboundEvent.objects.filter(pk__in=ids).update(claimed_at=timezone.now())
+    return ids
+
+
+def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -> int:
+    """Applies pending deliveries until none is left (or `seconds` pass); returns how many."""
+    import time
+
+    from apps.conversations.tasks import drain_inbound_events, process_inbound_event
+    from apps.core.redis import get_redis
+
+    client, slot_key = get_redis(), _drain_slot_key(slot)
+    deadline = time.monotonic() + seconds
+    done = 0
+    while True:
+        client.expire(slot_key, _SLOT_TTL)
+        ids = inbound_events_claim()
+        if not ids:
+            client.delete(slot_key)
+            # Anything stored after the claim found nothing, whose wake-up saw this slot taken?
+            if _claimable().exists() and client.set(slot_key, "1", nx=True, ex=_SLOT_TTL):
+                continue
+            return done
+        for event_id in ids:
+            try:
+                inbound_event_process(event_id=event_id)
+            except StatusForUnknownMessage:
+                # Its message is being recorded right now; the single-event task retries it.
+                process_inbound_event.apply_async((event_id,), countdown=2)
+            except Exception as error:  # one bad delivery must not stop the rest
+                logger.exception("inbound event %s failed", event_id)
+                InboundEvent.objects.filter(pk=event_id).update(error=repr(error)[:2000])
+                # Tried again after the claim times out; a delivery that keeps failing is parked
+                # for a supervisor (admin: inbound events, replay).
+                InboundEvent.objects.filter(pk=event_id, attempts__gte=INBOUND_MAX_ATTEMPTS).update(
+                    state=InboundEvent.State.FAILED
+                )
+        done += len(ids)
+        if time.monotonic() > deadline:
+            drain_inbound_events.delay(slot)  # keeps the slot; a fresh task goes on
+            return done
 
 
 def inbound_event_process(*, event_id: int) -> None:

@@ -11,6 +11,7 @@ SCHEDULES = [
         "every": 60,
     },
     {"name": "Reopen snoozed conversations whose time has come", "task": "conversations.wake_snoozed", "every": 60},
+    {"name": "Apply stored webhooks whose wake-up was lost", "task": "conversations.drain_inbound", "every": 60},
     {"name": "Send webhook deliveries that are due", "task": "connectors.retry_due_webhooks", "every": 60},
 ]
 
