@@ -41,11 +41,17 @@ def _token(kind: str, value: str) -> str:
     return blind_index(f"{kind}:{value}")[:16]
 
 
-def search_tokens_for(*, name: str, phone: str, email: str) -> list[str]:
+def workspace_token(workspace_id: int) -> str:
+    """Every contact carries its workspace's token too, so a search asks the GIN index for
+    (workspace AND name) and reads only that workspace's matches from the table."""
+    return _token("w", str(workspace_id))
+
+
+def search_tokens_for(*, workspace_id: int, name: str, phone: str, email: str) -> list[str]:
     """Blind tokens that let an operator find an encrypted contact by the start of any word of the
     name, the last digits of the phone, or the start of the email, without the database ever
     holding them in the clear."""
-    tokens = set()
+    tokens = {workspace_token(workspace_id)}
     for word in WORD.findall((name or "").casefold()):
         tokens.update(_token("n", word[:length]) for length in range(2, min(len(word), NAME_PREFIX_MAX) + 1))
     digits = re.sub(r"\D", "", phone or "")
@@ -55,8 +61,9 @@ def search_tokens_for(*, name: str, phone: str, email: str) -> list[str]:
     return sorted(tokens)
 
 
-def search_tokens_for_query(query: str) -> list[str]:
-    """The tokens every one of which a contact must carry to match what the operator typed."""
+def search_tokens_for_query(query: str, *, workspace_id: int) -> list[str]:
+    """The tokens every one of which a contact must carry to match what the operator typed
+    (none when nothing searchable was typed)."""
     tokens = []
     for term in query.casefold().split():
         digits = re.sub(r"[\s+()\-]", "", term)
@@ -66,14 +73,16 @@ def search_tokens_for_query(query: str) -> list[str]:
             tokens.append(_token("e", term[:24]))
         else:
             tokens += [_token("n", word[:NAME_PREFIX_MAX]) for word in WORD.findall(term) if len(word) >= 2]
-    return tokens
+    return [workspace_token(workspace_id), *tokens] if tokens else []
 
 
 def contact_index(contact: Contact) -> list[str]:
     """Recomputes the blind indexes from the clear values; returns the fields it set."""
     contact.phone_index = blind_index(contact.phone)
     contact.email_index = blind_index(contact.email)
-    contact.search_tokens = search_tokens_for(name=contact.name, phone=contact.phone, email=contact.email)
+    contact.search_tokens = search_tokens_for(
+        workspace_id=contact.workspace_id, name=contact.name, phone=contact.phone, email=contact.email
+    )
     return ["phone_index", "email_index", "search_tokens"]
 
 
@@ -189,7 +198,9 @@ def contact_touch(contact: Contact, *, name: str = "") -> None:
     fields = {"last_seen_at": now}
     if name and not contact.name:
         fields["name"] = name
-        fields["search_tokens"] = search_tokens_for(name=name, phone=contact.phone, email=contact.email)
+        fields["search_tokens"] = search_tokens_for(
+            workspace_id=contact.workspace_id, name=name, phone=contact.phone, email=contact.email
+        )
     Contact.objects.filter(pk=contact.pk).update(**fields)
 
 

@@ -105,8 +105,10 @@ class Conversation(WorkspaceScoped):
         indexes = [
             models.Index(fields=["workspace", "-last_message_at", "-id"], name="conversation_recent"),
             models.Index(fields=["workspace", "status", "-last_message_at"], name="conversation_inbox"),
-            models.Index(fields=["workspace", "assignee", "status", "-last_message_at"], name="conversation_mine"),
-            models.Index(fields=["workspace", "team", "status", "-last_message_at"], name="conversation_team"),
+            # Mine and a team's, newest first: the list reads its 50 rows in index order and
+            # filters any status on the way (bench/inbox.py has the plans).
+            models.Index(fields=["workspace", "assignee", "-last_message_at", "-id"], name="conversation_mine_recent"),
+            models.Index(fields=["workspace", "team", "-last_message_at", "-id"], name="conversation_team_recent"),
         ]
         ordering = ["-last_message_at"]
         verbose_name = _("conversation")

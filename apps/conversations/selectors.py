@@ -37,7 +37,6 @@ LIST_DEFERRED = (
     "closing_summary",
     "csat_comment",
 )
-SEARCH_MESSAGE_LIMIT = 500
 
 
 def inbox_view_filter(queryset: QuerySet[Conversation], *, view: str, membership) -> QuerySet[Conversation]:
@@ -51,12 +50,28 @@ def inbox_view_filter(queryset: QuerySet[Conversation], *, view: str, membership
     return queryset
 
 
+def with_tag(queryset: QuerySet[Conversation], *, tag_id: int) -> QuerySet[Conversation]:
+    """Conversations carrying a tag, as a semi-join the planner can probe row by row while it
+    reads the newest conversations in index order."""
+    from django.db.models import Exists, OuterRef
+
+    through = Conversation.tags.through
+    return queryset.filter(Exists(through.objects.filter(conversation_id=OuterRef("pk"), tag_id=tag_id)))
+
+
 def conversation_search(queryset: QuerySet[Conversation], *, workspace_id: int, query: str) -> QuerySet[Conversation]:
     """By contact name (word prefixes), phone (last digits or the whole number), email, or the
     words of a message. Contacts' personal data is encrypted, so names, phones and emails are
-    matched through their blind tokens (apps/contacts/services.search_tokens_for); message text
-    through PostgreSQL full-text search on the indexed `simple` vector."""
+    matched through their blind tokens (apps/contacts/services.search_tokens_for, GIN-indexed,
+    with the workspace's own token among them so the index intersects both);
+    message text through PostgreSQL full-text search on the indexed `simple` vector.
+
+    Both are correlated semi-joins on the conversation (EXISTS), not lists computed up front: for
+    a common word PostgreSQL walks the newest conversations and checks each one's few messages
+    through `message_timeline`, stopping at the page's 50; for a rare one it takes the matches
+    from the GIN index."""
     from django.contrib.postgres.search import SearchQuery, SearchVector
+    from django.db.models import Exists, OuterRef
 
     from apps.contacts.models import Contact
     from apps.contacts.services import search_tokens_for_query
@@ -64,19 +79,16 @@ def conversation_search(queryset: QuerySet[Conversation], *, workspace_id: int, 
     query = query.strip()[:200]
     if not query:
         return queryset
-    tokens = search_tokens_for_query(query)
-    contacts = (
-        Contact.objects.filter(workspace_id=workspace_id, search_tokens__contains=tokens).values("pk")
-        if tokens
-        else Contact.objects.none().values("pk")
+    tokens = search_tokens_for_query(query, workspace_id=workspace_id)
+    contacts = Contact.objects.filter(search_tokens__contains=tokens).values("pk")
+    by_contact = Q(contact__in=contacts)
+    by_text = Exists(
+        Message.objects.annotate(search=SearchVector("text", config="simple")).filter(
+            conversation_id=OuterRef("pk"),
+            search=SearchQuery(query, config="simple", search_type="websearch"),
+        )
     )
-    matching_messages = (
-        Message.objects.annotate(search=SearchVector("text", config="simple"))
-        .filter(workspace_id=workspace_id, search=SearchQuery(query, config="simple", search_type="websearch"))
-        .order_by("-created_at")
-        .values("conversation_id")[:SEARCH_MESSAGE_LIMIT]
-    )
-    return queryset.filter(Q(contact__in=contacts) | Q(pk__in=matching_messages))
+    return queryset.filter(by_contact | by_text if tokens else by_text)
 
 
 def with_last_message(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:

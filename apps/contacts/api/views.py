@@ -22,13 +22,14 @@ from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEve
 from apps.conversations.api.serializers import ConversationSerializer, MessageSerializer
 from apps.conversations.api.views import TimelinePagination
 from apps.conversations.selectors import contact_conversations, contact_timeline
+from apps.core.api.filters import MomentFilter
 from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceViewSet
 from apps.core.exceptions import DomainError
 
 
 class ContactFilter(filters.FilterSet):
-    updated_since = filters.IsoDateTimeFilter(field_name="last_seen_at", lookup_expr="gte")
-    created_since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    updated_since = MomentFilter(field_name="last_seen_at", lookup_expr="gte")
+    created_since = MomentFilter(field_name="created_at", lookup_expr="gte")
     tag = filters.NumberFilter(field_name="tags")
 
     class Meta:
@@ -148,7 +149,7 @@ class CustomFieldViewSet(WorkspaceModelViewSet):
 
 
 class OrderFilter(filters.FilterSet):
-    updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_since = MomentFilter(field_name="updated_at", lookup_expr="gte")
 
     class Meta:
         model = Order

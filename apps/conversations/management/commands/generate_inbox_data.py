@@ -138,8 +138,10 @@ class Command(BaseCommand):
             self._messages(made, messages // workspaces, long)
             self._rebuild_indexes(dropped)
         with connection.cursor() as cursor:
-            for model in (Contact, Conversation, Message):
-                cursor.execute(f"ANALYZE {model._meta.db_table}")
+            tables = [Contact._meta.db_table, Conversation._meta.db_table, Message._meta.db_table]
+            tables += [Contact.tags.through._meta.db_table, Conversation.tags.through._meta.db_table]
+            for table in tables:
+                cursor.execute(f"ANALYZE {table}")
         total = Conversation.objects.filter(workspace__slug__startswith="bench-").count()
         self.stdout.write(
             f"Generated {total:,} conversations in {workspaces} workspaces in {time.monotonic() - started:,.0f} s. "
@@ -205,7 +207,11 @@ class Command(BaseCommand):
                 for n in range(start, min(start + 10_000, per_workspace)):
                     name = f"{self.random.choice(FIRST)} {self.random.choice(LAST)}"
                     phone = f"+2010{workspace_id % 100:02d}{n:06d}"
-                    tokens = "{" + ",".join(search_tokens_for(name=name, phone=phone, email="")) + "}"
+                    tokens = (
+                        "{"
+                        + ",".join(search_tokens_for(workspace_id=workspace_id, name=name, phone=phone, email=""))
+                        + "}"
+                    )
                     language = self.random.choice(("ar", "en", "ru"))
                     rows.write(
                         f"{workspace_id}\t{encrypt(name)}\t{encrypt(phone)}\t{blind_index(phone)}\t\t\t{tokens}\t"
