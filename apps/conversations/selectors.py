@@ -79,16 +79,17 @@ def conversation_search(queryset: QuerySet[Conversation], *, workspace_id: int, 
     query = query.strip()[:200]
     if not query:
         return queryset
-    tokens = search_tokens_for_query(query, workspace_id=workspace_id)
-    contacts = Contact.objects.filter(search_tokens__contains=tokens).values("pk")
-    by_contact = Q(contact__in=contacts)
     by_text = Exists(
         Message.objects.annotate(search=SearchVector("text", config="simple")).filter(
             conversation_id=OuterRef("pk"),
             search=SearchQuery(query, config="simple", search_type="websearch"),
         )
     )
-    return queryset.filter(by_contact | by_text if tokens else by_text)
+    tokens = search_tokens_for_query(query, workspace_id=workspace_id)
+    if not tokens:
+        return queryset.filter(by_text)
+    by_contact = Q(contact__in=Contact.objects.filter(search_tokens__contains=tokens).values("pk"))
+    return queryset.filter(by_contact | by_text)
 
 
 def with_last_message(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:

@@ -445,3 +445,7 @@ def test_conversations_filter_by_when_they_opened_and_closed(tenants):
     assert listed({"opened_before": week_ago}) == [made[0]]
     assert listed({"closed_after": week_ago}) == [made[1]]
     assert api.get("/api/v1/conversations/", {"opened_after": "last tuesday"}).status_code == 400
+    assert api.get("/api/v1/conversations/", {"opened_after": "2026-02-23T15:25:53-20:28"}).status_code == 200
+    for tag in ("1.5", "6e16", "0"):
+        bad = api.get("/api/v1/conversations/", {"tag": tag})
+        assert bad.status_code == 400 and "tag" in bad.json()["fields"]

@@ -22,7 +22,7 @@ from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEve
 from apps.conversations.api.serializers import ConversationSerializer, MessageSerializer
 from apps.conversations.api.views import TimelinePagination
 from apps.conversations.selectors import contact_conversations, contact_timeline
-from apps.core.api.filters import MomentFilter
+from apps.core.api.filters import IdFilter, MomentFilter
 from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceViewSet
 from apps.core.exceptions import DomainError
 
@@ -30,7 +30,7 @@ from apps.core.exceptions import DomainError
 class ContactFilter(filters.FilterSet):
     updated_since = MomentFilter(field_name="last_seen_at", lookup_expr="gte")
     created_since = MomentFilter(field_name="created_at", lookup_expr="gte")
-    tag = filters.NumberFilter(field_name="tags")
+    tag = IdFilter(field_name="tags")
 
     class Meta:
         model = Contact

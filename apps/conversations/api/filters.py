@@ -2,7 +2,7 @@ from django_filters import rest_framework as filters
 
 from apps.conversations import selectors
 from apps.conversations.models import Conversation
-from apps.core.api.filters import MomentFilter
+from apps.core.api.filters import IdFilter, MomentFilter
 
 
 class ConversationFilter(filters.FilterSet):
@@ -12,7 +12,7 @@ class ConversationFilter(filters.FilterSet):
     view = filters.ChoiceFilter(choices=[(v, v) for v in selectors.INBOX_VIEWS], method="filter_view")
     status = filters.MultipleChoiceFilter(choices=Conversation.Status.choices, distinct=False)
     priority = filters.MultipleChoiceFilter(choices=Conversation.Priority.choices, distinct=False)
-    tag = filters.NumberFilter(method="filter_tag", min_value=1, max_value=2**63 - 1)
+    tag = IdFilter(method="filter_tag")
     q = filters.CharFilter(method="filter_search")
     updated_since = MomentFilter(field_name="last_message_at", lookup_expr="gte")
     opened_after = MomentFilter(field_name="opened_at", lookup_expr="gte")
@@ -39,9 +39,7 @@ class ConversationFilter(filters.FilterSet):
         return selectors.inbox_view_filter(queryset, view=value, membership=getattr(self.request, "membership", None))
 
     def filter_tag(self, queryset, name, value):
-        if value != int(value):
-            return queryset.none()  # no tag has a fractional id
-        return selectors.with_tag(queryset, tag_id=int(value))
+        return selectors.with_tag(queryset, tag_id=value)
 
     def filter_search(self, queryset, name, value):
         return selectors.conversation_search(queryset, workspace_id=self.request.workspace.pk, query=value)

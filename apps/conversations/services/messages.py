@@ -5,6 +5,7 @@ idempotently (a provider's id is unique per channel). Outbound: `message_send` r
 message as queued, and after commit `tasks.deliver_message` sends it."""
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -103,8 +104,6 @@ def inbound_events_claim(*, limit: int = INBOUND_BATCH) -> list[int]:
 
 def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -> int:
     """Applies pending deliveries until none is left (or `seconds` pass); returns how many."""
-    import time
-
     from apps.conversations.tasks import drain_inbound_events, process_inbound_event
     from apps.core.redis import get_redis
 

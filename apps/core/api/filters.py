@@ -3,7 +3,7 @@
 from datetime import UTC
 
 from django import forms
-from django_filters import IsoDateTimeFilter
+from django_filters import IsoDateTimeFilter, NumberFilter
 from django_filters.fields import IsoDateTimeField
 
 
@@ -23,3 +23,15 @@ class _UtcIsoDateTimeField(IsoDateTimeField):
 
 class MomentFilter(IsoDateTimeFilter):
     field_class = _UtcIsoDateTimeField
+
+
+class IdFilter(NumberFilter):
+    """A row's id: a whole number PostgreSQL's bigint holds (`tag=1.5` or `tag=6e16` is a 400,
+    not a database error)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)

@@ -4,6 +4,7 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from apps.core.api.filters import IdFilter
 from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceReadOnlyViewSet, WorkspaceViewSet
 from apps.core.exceptions import PermissionDenied
 from apps.workspaces import services
@@ -40,7 +41,7 @@ class ShiftViewSet(WorkspaceModelViewSet):
 
 class AgentFilter(filters.FilterSet):
     status = filters.CharFilter(field_name="agent_status__status")
-    team = filters.NumberFilter(field_name="teams")
+    team = IdFilter(field_name="teams")
 
     class Meta:
         model = Membership

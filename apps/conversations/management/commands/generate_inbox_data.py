@@ -304,7 +304,6 @@ class Command(BaseCommand):
     def _messages(self, made: list[dict], per_workspace: int, long: int) -> None:
         started, done = time.monotonic(), 0
         total = per_workspace * len(made)
-        phrases = PHRASES
         for entry in made:
             workspace_id = entry["workspace"].pk
             count = Conversation.objects.filter(workspace_id=workspace_id).count()
@@ -342,8 +341,8 @@ class Command(BaseCommand):
                     """,  # noqa: S608 (table names come from the models)
                     {
                         "workspace": workspace_id,
-                        "phrases": phrases,
-                        "phrase_count": len(phrases),
+                        "phrases": PHRASES,
+                        "phrase_count": len(PHRASES),
                         "long": long,
                         "base": base,
                         "extra": extra,
