@@ -19,7 +19,8 @@ from config import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 # Processes for the demo only; never in the production Procfile: the channel simulator plays
-# WhatsApp (and later the other providers) and lets a person chat as a customer.
+# WhatsApp, Messenger, Instagram, Telegram, WeChat, email (SMTP and IMAP too) and the custom
+# channel's app, and lets a person chat as a customer on any of them.
 DEVELOPMENT_PROCESSES: dict[str, str] = {
     "simulator": "python -m apps.connectors.simulator --port ${SIMULATOR_PORT:-8025} "
     "--channels var/simulator-channels.json",
@@ -35,7 +36,10 @@ def banner(port: str) -> None:
     print(f"Parley is starting on http://127.0.0.1:{port}/")
     print(f"  admin: http://127.0.0.1:{port}/admin/    health: http://127.0.0.1:{port}/healthz")
     simulator = os.environ.get("SIMULATOR_PORT", "8025")
-    print(f"  chat as a customer on WhatsApp: http://127.0.0.1:{simulator}/ (the channel simulator)")
+    print(
+        f"  chat as a customer (WhatsApp, Messenger, Instagram, Telegram, WeChat, email, app): "
+        f"http://127.0.0.1:{simulator}/"
+    )
     print(f"  chat as a website visitor (web chat widget): http://127.0.0.1:{simulator}/shop/")
     manage("load_demo")  # idempotent; prints the demo logins
     print("Press Ctrl-C to stop everything.")
@@ -50,6 +54,9 @@ def main() -> int:
         print("Embedded servers (data in var/): " + ", ".join(urls.values()))
     # A local run is a development run, whichever servers it uses (no TLS, no SECRET_KEY).
     os.environ.setdefault("DEBUG", "true")
+    # The simulator's mail servers, where the demo's email channels send and poll.
+    os.environ.setdefault("SIMULATOR_SMTP_PORT", "2525")
+    os.environ.setdefault("SIMULATOR_IMAP_PORT", "1143")
     # The Procfile names daphne and celery; find them in this virtualenv.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 

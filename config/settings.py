@@ -44,6 +44,9 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}")
 # The channel simulator (apps/connectors/simulator) that the demo's channels point at.
 SIMULATOR_URL = env_str("SIMULATOR_URL", f"http://127.0.0.1:{env_int('SIMULATOR_PORT', 8025)}")
+# Its mail servers, for the demo's email channels (SMTP out, IMAP for the polled mailbox).
+SIMULATOR_SMTP_PORT = env_int("SIMULATOR_SMTP_PORT", 2525)
+SIMULATOR_IMAP_PORT = env_int("SIMULATOR_IMAP_PORT", 1143)
 
 INSTALLED_APPS = [
     "daphne",

@@ -3,22 +3,31 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from apps.connectors.base import ProviderError
 from apps.connectors.models import Channel, ChannelKind, MessageTemplate, WebhookDelivery, WebhookSubscription
-from apps.connectors.services import webhook_replay, webhook_subscriptions_changed
+from apps.connectors.services import channel_activate, webhook_replay, webhook_subscriptions_changed
 from apps.core.admin import WorkspaceScopedAdmin
 
 
 class ChannelForm(forms.ModelForm):
     credentials = forms.JSONField(
         required=False,
-        help_text=_("Secrets, stored encrypted. WhatsApp: access_token, app_secret, phone_number_id, waba_id."),
+        help_text=_(
+            "Secrets, stored encrypted. WhatsApp: access_token, app_secret, phone_number_id, waba_id. "
+            "Messenger / Instagram: page_access_token, app_secret, page_id. Telegram: bot_token. "
+            "WeChat: app_id, app_secret, token. Email: smtp_password, imap_password. Custom: secret. "
+            "See docs/channels/."
+        ),
     )
     settings = forms.JSONField(
         required=False,
         help_text=_(
-            "Not secret. WhatsApp: base_url (the Graph API, or the simulator). Web chat: allowed_origins "
+            "Not secret. Every provider: base_url (its API, or the simulator). Web chat: allowed_origins "
             '(["https://shop.example"]; empty allows any site), title, greeting, color, and prechat '
-            '({"enabled": true, "fields": ["name", "email", "phone"], "required": ["email"]}).'
+            '({"enabled": true, "fields": ["name", "email", "phone"], "required": ["email"]}). '
+            "Email: address, from_name, smtp_host, smtp_port, smtp_username, smtp_security, and for "
+            "polling imap_host, imap_port, imap_username, imap_security, imap_folder. Custom: outbound_url, "
+            "allow_private_media_urls (true to fetch the app's files from private addresses)."
         ),
     )
 
@@ -33,6 +42,32 @@ class ChannelAdmin(WorkspaceScopedAdmin):
     list_display = ("name", "kind", "workspace", "enabled", "webhook_url")
     list_filter = ("kind", ("workspace", admin.RelatedOnlyFieldListFilter))
     readonly_fields = ("uuid", "webhook_url", "verify_token", "embed_code")
+    actions = ["activate"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        self._activate(request, obj)
+
+    @admin.action(description=_("Connect the selected channels with their providers again"))
+    def activate(self, request, queryset):
+        for channel in queryset:
+            self._activate(request, channel)
+
+    def _activate(self, request, channel) -> None:
+        """Telegram learns the webhook address here; a refusal is shown, the channel kept."""
+        try:
+            channel_activate(channel=channel)
+        except ProviderError as error:
+            messages.error(
+                request,
+                _("%(channel)s was saved, but %(provider)s refused to connect it: %(detail)s (%(code)s)")
+                % {
+                    "channel": channel.name,
+                    "provider": channel.get_kind_display(),
+                    "detail": error.detail,
+                    "code": error.code,
+                },
+            )
 
     @admin.display(description=_("web chat embed code"))
     def embed_code(self, channel):

@@ -54,6 +54,33 @@ class InboundMessage:
     reply_to_provider_id: str = ""
     # The shop's own id for a signed-in customer, proven by the site's signature (web chat).
     customer_id: str = ""
+    # More files of the same message (an email's attachments), each shaped like `media`.
+    extra_media: tuple = ()
+    # Provider ids of earlier messages this one continues (an email's In-Reply-To and
+    # References): a reply from another address still joins that conversation.
+    thread_ids: tuple = ()
+
+
+@dataclass(frozen=True)
+class InboundEdit:
+    """The customer changed a message they sent earlier (Telegram's edited_message)."""
+
+    provider_id: str
+    text: str
+    timestamp: datetime
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReachabilityUpdate:
+    """The customer followed or left the account (WeChat subscribe / unsubscribe): whether
+    Parley may message them on this channel at all."""
+
+    sender_id: str
+    reachable: bool
+    timestamp: datetime
+    sender_name: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,9 +92,12 @@ class StatusUpdate:
     error_code: str = ""
     error_reason: str = ""
     opaque: str = ""
+    # Messenger's delivery and read "watermarks": with `provider_id` empty, every message sent to
+    # `recipient_id` at or before this moment has reached `state`.
+    watermark: datetime | None = None
 
 
-InboundEvent = InboundMessage | StatusUpdate
+InboundEvent = InboundMessage | InboundEdit | StatusUpdate | ReachabilityUpdate
 
 
 @dataclass(frozen=True)
@@ -81,6 +111,11 @@ class OutboundMessage:
     media: dict | None = None
     reply_to_provider_id: str = ""
     opaque: str = ""
+    # What a connector may need to know about the conversation: "sender_kind" (agent | bot |
+    # system), "last_inbound_at" (datetime or None), "last_inbound_id" (the provider id of the
+    # customer's last message) and "last_inbound_payload" (its payload: an email's subject and
+    # references), "contact_name".
+    context: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,20 +135,60 @@ class Connector:
     # Whether free-form messages are allowed only within a window after the customer's last
     # message, and how long it is.
     reply_window_hours: int | None = None
+    # Whether the provider has approved templates for use outside the window (WhatsApp).
+    templates: bool = False
+    # A longer window for replies written by a person (Messenger's HUMAN_AGENT tag: 7 days).
+    human_reply_window_hours: int | None = None
+    # How many messages may be sent within one window before the customer writes again
+    # (WeChat's customer-service quota); None is no limit.
+    replies_per_window: int | None = None
+    # Menus go out as a numbered list, so a customer's "2" is taken as the second option.
+    numbered_menus: bool = False
     # Largest file the provider accepts, by media family (bytes).
     size_limits: dict[str, int] = {}
+    # Largest webhook body accepted (an inbound-parse email carries its attachments).
+    max_webhook_bytes: int = 5 * 1024 * 1024
+    # Whether beat should call `poll` (IMAP mailboxes).
+    polls: bool = False
 
     def handshake(self, channel, request) -> HttpResponse:
         return HttpResponse(status=405)
 
-    def verify(self, channel, raw_body: bytes, headers) -> bool:
+    def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
+        """Whether the request comes from the provider: checked on the raw bytes, before
+        anything is stored. `query` is the URL's query parameters (WeChat signs there)."""
         raise NotImplementedError
 
-    def acknowledge(self) -> HttpResponse:
+    def acknowledge(self, channel=None, raw_body: bytes = b"") -> HttpResponse:
+        """The answer to a stored webhook (WeChat wants `success`; Telegram may carry one Bot API
+        call in it, such as answering a button press)."""
         return HttpResponse("OK", content_type="text/plain")
 
-    def parse(self, channel, raw_body: bytes) -> list[InboundEvent]:
+    def parse(self, channel, raw_body: bytes, headers=None) -> list[InboundEvent]:
+        """Neutral events from a stored delivery; `headers` are the ones the webhook kept
+        (Content-Type for a multipart email)."""
         raise NotImplementedError
+
+    def activate(self, channel) -> None:
+        """Called once the channel is saved: register the webhook with the provider (Telegram's
+        setWebhook). Raises ProviderError when the provider refuses."""
+
+    def address_of(self, contact) -> str:
+        """The contact's id on this channel when they never wrote here but can be reached
+        anyway (a WhatsApp number is the phone, an email channel the address); "" if not."""
+        return ""
+
+    def reject(self, channel, raw_body: bytes, headers) -> str | None:
+        """Why a signed body cannot be a delivery at all (answered 400 with this reason, nothing
+        stored), for channels whose sender can fix their request (the custom channel)."""
+        return None
+
+    def poll(self, channel, store) -> int:
+        """For channels that fetch rather than receive (IMAP): calls `store(body, headers)` for
+        each new delivery, which keeps it like a webhook; only then is it marked as taken at the
+        provider, so a crash in between fetches it again (and the pipeline dedupes). Returns
+        how many were stored."""
+        return 0
 
     def send(self, channel, message: OutboundMessage) -> SendResult:
         raise NotImplementedError

@@ -14,6 +14,12 @@ from apps.workspaces.models import WorkspaceScoped
 class ChannelKind(models.TextChoices):
     WHATSAPP = "whatsapp", "WhatsApp"
     WEBCHAT = "webchat", _("Web chat")
+    MESSENGER = "messenger", "Messenger"
+    INSTAGRAM = "instagram", "Instagram"
+    TELEGRAM = "telegram", "Telegram"
+    WECHAT = "wechat", "WeChat"
+    EMAIL = "email", _("Email")
+    CUSTOM = "custom", _("Custom (your app)")
 
 
 def _verify_token() -> str:

@@ -1,4 +1,5 @@
-"""Writes for channels. Today: the web chat visitor's side (apps/connectors/providers/webchat.py).
+"""Writes for channels: activating a channel with its provider, polling mailboxes, the web chat
+visitor's side (apps/connectors/providers/webchat.py) and Parley's outgoing webhooks.
 
 A visitor is known by a signed token the widget keeps in localStorage, so a reload or a new tab
 continues the same conversation. A shop that signs its logged-in customer's id with the
@@ -181,6 +182,45 @@ def _upload_from_token(channel, visitor: Visitor, token: str) -> dict:
     if staged.get("v") != visitor.id or not staged["path"].startswith(f"webchat/{channel.id}/"):
         raise DomainError("That file upload is unknown or expired.", code="invalid_upload")
     return {key: staged[key] for key in ("path", "content_type", "filename")}
+
+
+# Channels ------------------------------------------------------------------------------------
+
+
+def channel_activate(*, channel) -> None:
+    """Tells the provider where to deliver once a channel is saved (Telegram's setWebhook).
+    Raises ProviderError when the provider refuses; the channel stays saved either way, so a
+    supervisor can fix the token and save again."""
+    connector_for(channel).activate(channel)
+
+
+def channel_poll(*, channel_id: int) -> int:
+    """Fetches what a polling channel (an IMAP mailbox) has new; each delivery is stored like a
+    webhook before the provider is told it was taken. One poller per channel at a time."""
+    from apps.connectors.models import Channel
+    from apps.conversations.services import inbound_event_store
+    from apps.core.redis import get_redis, key
+
+    channel = Channel.objects.select_related("workspace").filter(pk=channel_id, enabled=True).first()
+    if channel is None:
+        return 0
+    lock = get_redis().lock(key("channel-poll", channel.pk), timeout=300, blocking=False)
+    if not lock.acquire():
+        return 0  # the previous poll of this mailbox is still running
+    try:
+        return connector_for(channel).poll(
+            channel, lambda body, headers: inbound_event_store(channel=channel, body=body, headers=headers)
+        )
+    finally:
+        lock.release()
+
+
+def channels_to_poll() -> list[int]:
+    from apps.connectors.models import Channel
+    from apps.connectors.registry import connectors
+
+    kinds = [kind for kind, connector in connectors().items() if connector.polls]
+    return list(Channel.objects.filter(kind__in=kinds, enabled=True).values_list("pk", flat=True))
 
 
 # Outgoing webhooks ---------------------------------------------------------------------------

@@ -205,6 +205,20 @@ def contact_touch(contact: Contact, *, name: str = "") -> None:
 
 
 @transaction.atomic
+def contact_phone_learned(*, contact: Contact, phone: str) -> Contact:
+    """A known contact told us their number later (Telegram's "share my phone" after /start):
+    the customer who already has that number absorbs them, so one person keeps one history."""
+    try:
+        phone = normalise_phone(phone)
+    except DomainError:
+        return contact
+    other = _find_by_phone_or_email(contact.workspace, phone=phone, email="")
+    if other is not None and other.pk != contact.pk:
+        with transaction.atomic():
+            return contact_merge(survivor=other, duplicate=contact)
+    return contact_fill(contact, phone=phone)
+
+
 def contact_merge(*, survivor: Contact, duplicate: Contact) -> Contact:
     """Moves everything of `duplicate` to `survivor` and leaves `duplicate` as a pointer: its
     identities, conversations and tags; empty fields are filled, custom fields united."""

@@ -232,7 +232,8 @@ class Attachment(WorkspaceScoped):
     filename = models.CharField(max_length=255, blank=True)
     content_type = models.CharField(max_length=120, blank=True)
     size = models.PositiveBigIntegerField(default=0)
-    provider_media_id = models.CharField(max_length=191, blank=True)
+    # A provider's media id, or a file URL (Messenger's CDN, the custom channel's signed links).
+    provider_media_id = models.CharField(max_length=2048, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -147,7 +147,6 @@ def inbox_bootstrap(*, context, user) -> dict:
     tags, channels, quick replies, approved templates, unread notifications. Loaded once with the
     page; kept current by the websocket."""
     from apps.connectors.models import Channel, MessageTemplate
-    from apps.connectors.registry import connector_for
     from apps.contacts.models import Tag
     from apps.conversations.models import Notification, QuickReply
     from apps.conversations.payloads import notification_event
@@ -192,10 +191,7 @@ def inbox_bootstrap(*, context, user) -> dict:
         ],
         "teams": [{"id": t.pk, "name": t.name, "categories": t.categories, "languages": t.languages} for t in teams],
         "tags": [{"id": t.pk, "name": t.name, "color": t.color} for t in Tag.objects.filter(workspace=workspace)],
-        "channels": [
-            {"id": c.pk, "name": c.name, "kind": c.kind, "reply_window_hours": connector_for(c).reply_window_hours}
-            for c in Channel.objects.filter(workspace=workspace)
-        ],
+        "channels": [_channel_for_inbox(c) for c in Channel.objects.filter(workspace=workspace)],
         "quick_replies": [{"id": q.pk, "shortcut": q.shortcut, "text": q.text} for q in quick_replies],
         "templates": [
             {
@@ -209,4 +205,19 @@ def inbox_bootstrap(*, context, user) -> dict:
             for t in templates
         ],
         "notifications": [notification_event(n) for n in notifications],
+    }
+
+
+def _channel_for_inbox(channel) -> dict:
+    from apps.connectors.registry import connector_for
+
+    connector = connector_for(channel)
+    return {
+        "id": channel.pk,
+        "name": channel.name,
+        "kind": channel.kind,
+        "reply_window_hours": connector.reply_window_hours,
+        # A person's reply may go later than the window (Messenger's HUMAN_AGENT tag).
+        "human_reply_window_hours": connector.human_reply_window_hours,
+        "templates": connector.templates,
     }

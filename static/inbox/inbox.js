@@ -44,7 +44,10 @@ function el(tag, attributes = {}, ...children) {
   for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
   return node;
 }
-const channelLabel = (kind) => ({whatsapp: "WhatsApp", webchat: _("Web chat")}[kind] || kind);
+const channelLabel = (kind) => ({
+  whatsapp: "WhatsApp", webchat: _("Web chat"), messenger: "Messenger", instagram: "Instagram",
+  telegram: "Telegram", wechat: "WeChat", email: _("Email"), custom: _("App"),
+}[kind] || kind);
 const memberName = (id) => (S.members.get(id) || {}).name || _("nobody");
 function ago(iso) {
   if (!iso) return "";
@@ -197,7 +200,21 @@ function renderHead() {
 
 const TICKS = {queued: "…", sending: "…", sent: "✓", delivered: "✓✓", read: "✓✓", failed: "⚠"};
 
+// An email's HTML, already sanitised by the server (nh3), is shown only inside a sandboxed frame
+// with no scripts, forms or same-origin access: a second wall if the sanitiser ever misses.
+function formattedEmail(html) {
+  const box = el("details", {class: "formatted-email"}, el("summary", {text: _("Show the formatted email")}));
+  box.addEventListener("toggle", () => {
+    if (!box.open || $("iframe", box)) return;
+    const frame = el("iframe", {sandbox: "", referrerpolicy: "no-referrer", title: _("Formatted email")});
+    frame.srcdoc = html;
+    box.append(frame);
+  });
+  return box;
+}
+
 function renderMessage(message) {
+  const payload = message.payload || {};
   const isEvent = message.kind === "event";
   const classes = ["message", message.direction, message.kind, message.sender_kind].join(" ");
   const attachments = (message.attachments || []).map((file) => {
@@ -217,7 +234,10 @@ function renderMessage(message) {
         author ? el("span", {text: author}) : null,
         el("time", {datetime: message.created_at, text: new Date(message.created_at).toLocaleString()})),
       reply ? el("blockquote", {text: reply.text.slice(0, 120)}) : null,
+      payload.subject ? el("div", {class: "subject", text: payload.subject}) : null,
       message.text ? el("div", {class: "text", text: message.text}) : null,
+      payload.edited_at ? el("span", {class: "edited muted", title: `${_("Before")}: ${payload.original_text || ""}`, text: _("edited")}) : null,
+      payload.html ? formattedEmail(payload.html) : null,
       attachments,
       el("div", {class: "foot"},
         message.direction === "out" && message.kind !== "note"
@@ -261,7 +281,8 @@ function windowClosed() {
   const row = S.current;
   const channel = S.channels.get(row.channel_id) || {};
   if (!channel.reply_window_hours) return false;
-  return !row.window_expires_at || Date.parse(row.window_expires_at) <= Date.now();
+  const extra = (channel.human_reply_window_hours || channel.reply_window_hours) - channel.reply_window_hours;
+  return !row.window_expires_at || Date.parse(row.window_expires_at) + extra * 3600e3 <= Date.now();
 }
 
 function renderComposer() {

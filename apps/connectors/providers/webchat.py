@@ -62,10 +62,10 @@ class WebChatConnector(Connector):
     reply_window_hours = None  # our own channel: operators may always answer
     size_limits = {"image": 10 * MB, "video": 25 * MB, "audio": 16 * MB, "document": 25 * MB}
 
-    def verify(self, channel, raw_body: bytes, headers) -> bool:
+    def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
         return False  # nobody posts web chat webhooks: the widget speaks over its own socket
 
-    def parse(self, channel, raw_body: bytes) -> list:
+    def parse(self, channel, raw_body: bytes, headers=None) -> list:
         try:
             body = json.loads(raw_body)
             visitor = str(body["visitor"])

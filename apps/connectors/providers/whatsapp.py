@@ -59,6 +59,7 @@ def _timestamp(value) -> datetime:
 class WhatsAppConnector(Connector):
     kind = "whatsapp"
     reply_window_hours = 24
+    templates = True
     size_limits = {
         "image": 5 * MB,
         "video": 16 * MB,
@@ -66,6 +67,9 @@ class WhatsAppConnector(Connector):
         "sticker": 500 * 1024,
         "document": 100 * MB,
     }
+
+    def address_of(self, contact) -> str:
+        return contact.phone.lstrip("+") if contact.phone else ""  # the wa_id is the number
 
     # Requests -----------------------------------------------------------------------------
 
@@ -76,7 +80,7 @@ class WhatsAppConnector(Connector):
             return HttpResponse(params.get("hub.challenge", ""), content_type="text/plain")
         return HttpResponse("verify token mismatch", status=403, content_type="text/plain")
 
-    def verify(self, channel, raw_body: bytes, headers) -> bool:
+    def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
         secret = channel.credentials.get("app_secret", "")
         signature = headers.get("X-Hub-Signature-256", "")
         if not secret or not signature.startswith("sha256="):
@@ -86,7 +90,7 @@ class WhatsAppConnector(Connector):
 
     # Parsing ------------------------------------------------------------------------------
 
-    def parse(self, channel, raw_body: bytes) -> list:
+    def parse(self, channel, raw_body: bytes, headers=None) -> list:
         try:
             envelope = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError) as error:

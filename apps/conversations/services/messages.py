@@ -4,6 +4,7 @@ Inbound: `inbound_event_process` parses a stored webhook and applies each neutra
 idempotently (a provider's id is unique per channel). Outbound: `message_send` records the
 message as queued, and after commit `tasks.deliver_message` sends it."""
 
+import base64
 import logging
 import time
 from datetime import timedelta
@@ -13,7 +14,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from apps.connectors.base import InboundMessage, ParseError, StatusUpdate
+from apps.connectors.base import InboundEdit, InboundMessage, ParseError, ReachabilityUpdate, StatusUpdate
 from apps.connectors.registry import connector_for
 from apps.connectors.services import webhook_emit
 from apps.contacts.services import contact_resolve, contact_touch
@@ -40,12 +41,20 @@ class StatusForUnknownMessage(Exception):
 # Inbound -------------------------------------------------------------------------------------
 
 
+BASE64_BODY = "X-Parley-Body-Encoding"
+
+
 def inbound_event_store(*, channel, body: bytes, headers: dict) -> InboundEvent:
-    """Keeps the delivery as it arrived; after commit a drainer is woken to apply it."""
+    """Keeps the delivery as it arrived; after commit a drainer is woken to apply it. A body that
+    is not UTF-8 (an email's binary attachments) is kept as base64, byte for byte."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text, headers = base64.b64encode(body).decode("ascii"), {**headers, BASE64_BODY: "base64"}
     event = InboundEvent.objects.create(
         workspace_id=channel.workspace_id,
         channel=channel,
-        body=body.decode("utf-8", errors="replace"),
+        body=text,
         headers=headers,
     )
     transaction.on_commit(inbound_drain_kick)
@@ -145,8 +154,10 @@ def inbound_event_process(*, event_id: int) -> None:
     if claimed.update(attempts=F("attempts") + 1) != 1:
         return  # gone, or done by another worker
     event = InboundEvent.objects.select_related("channel", "channel__workspace").get(pk=event_id)
+    headers = dict(event.headers or {})
+    raw = base64.b64decode(event.body) if headers.pop(BASE64_BODY, "") else event.body.encode()
     try:
-        parsed = connector_for(event.channel).parse(event.channel, event.body.encode())
+        parsed = connector_for(event.channel).parse(event.channel, raw, headers)
     except ParseError as error:
         InboundEvent.objects.filter(pk=event_id).update(state=InboundEvent.State.FAILED, error=str(error)[:2000])
         return
@@ -155,6 +166,10 @@ def inbound_event_process(*, event_id: int) -> None:
             inbound_message_apply(channel=event.channel, inbound=item)
         elif isinstance(item, StatusUpdate):
             delivery_status_apply(channel=event.channel, update=item)
+        elif isinstance(item, InboundEdit):
+            inbound_edit_apply(channel=event.channel, edit=item)
+        elif isinstance(item, ReachabilityUpdate):
+            reachability_apply(channel=event.channel, update=item)
     InboundEvent.objects.filter(pk=event_id).update(
         state=InboundEvent.State.PROCESSED, processed_at=timezone.now(), error=""
     )
@@ -171,7 +186,7 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
     """Stores a customer's message once, in the right conversation, and tells the inbox."""
     if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
         return None
-    contact = contact_resolve(
+    contact = _contact_of_thread(channel, inbound) or contact_resolve(
         channel=channel,
         external_id=inbound.sender_id,
         name=inbound.sender_name,
@@ -179,6 +194,10 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         email=inbound.sender_email,
         customer_id=inbound.customer_id,
     )
+    if inbound.sender_phone and not contact.phone:
+        from apps.contacts.services import contact_phone_learned
+
+        contact = contact_phone_learned(contact=contact, phone=inbound.sender_phone)
     with transaction.atomic():
         conversation, created = Conversation.objects.get_or_create(
             contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
@@ -189,6 +208,7 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         # Checked again under the conversation's lock: concurrent duplicates queue up here.
         if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
             return None
+        inbound = _numbered_choice(conversation, channel, inbound)
         message = Message.objects.create(
             workspace_id=channel.workspace_id,
             conversation=conversation,
@@ -206,19 +226,104 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
             else None,
         )
         _conversation_note_inbound(conversation, channel, inbound)
-        attachment = _attachment_expect(message, inbound.media) if inbound.media else None
+        files = [media for media in (inbound.media, *inbound.extra_media) if media]
+        attachments = [_attachment_expect(message, media) for media in files]
         # The new message's attachments are known: no query to list them for the event.
-        message._prefetched_objects_cache = {"attachments": [attachment] if attachment else []}
+        message._prefetched_objects_cache = {"attachments": attachments}
         contact_touch(contact, name=inbound.sender_name)
         _publish_message(message)
         event = _publish_conversation(conversation)
         if opened:
             webhook_emit(workspace_id=conversation.workspace_id, event="conversation.opened", data=event)
-    if attachment is not None:
+    if attachments:
         from apps.conversations.tasks import fetch_inbound_media
 
-        transaction.on_commit(lambda: fetch_inbound_media.delay(attachment.id))
+        for attachment in attachments:
+            transaction.on_commit(lambda pk=attachment.id: fetch_inbound_media.delay(pk))
     return message
+
+
+def _contact_of_thread(channel, inbound: InboundMessage):
+    """An email answering one of ours from another address (a colleague, a forward) joins the
+    conversation it answers, rather than starting a new one under a stranger."""
+    from apps.contacts.models import ContactIdentity
+    from apps.core.crypto import blind_index
+
+    if not inbound.thread_ids:
+        return None
+    known = ContactIdentity.objects.filter(channel=channel, external_id_index=blind_index(inbound.sender_id))
+    if known.exists():
+        return None
+    earlier = (
+        Message.objects.filter(channel=channel, provider_id__in=[i for i in inbound.thread_ids if i][:50])
+        .select_related("conversation__contact")
+        .order_by("-id")
+        .first()
+    )
+    return earlier.conversation.contact if earlier is not None else None
+
+
+def _numbered_choice(conversation: Conversation, channel, inbound: InboundMessage) -> InboundMessage:
+    """On channels where a menu goes out as a numbered list (email, WeChat, the custom channel),
+    a customer's bare "2" answers the last menu sent: it becomes the same neutral choice a
+    WhatsApp button or a Telegram keyboard press gives."""
+    import dataclasses
+    import re
+
+    number = re.fullmatch(r"\s*(\d{1,2})[.)]?\s*", inbound.text or "")
+    if inbound.kind != Message.Kind.TEXT or number is None or not connector_for(channel).numbered_menus:
+        return inbound
+    menu = (
+        Message.objects.filter(conversation=conversation, direction=Message.Direction.OUTBOUND)
+        .exclude(kind__in=(Message.Kind.NOTE, Message.Kind.EVENT))
+        .order_by("-id")
+        .only("kind", "payload")
+        .first()
+    )
+    options = (menu.payload.get("options") or []) if menu and menu.kind == Message.Kind.INTERACTIVE else []
+    index = int(number.group(1)) - 1
+    if not 0 <= index < len(options):
+        return inbound
+    option = options[index]
+    payload = {**inbound.payload, "reply_id": option["id"], "title": option["title"], "type": "numbered"}
+    return dataclasses.replace(inbound, kind=Message.Kind.INTERACTIVE, text=option["title"], payload=payload)
+
+
+def inbound_edit_apply(*, channel, edit: InboundEdit) -> None:
+    """The customer corrected a message: the inbox shows the new text, marked edited, and the
+    first version is kept in the payload."""
+    message = Message.objects.filter(channel=channel, provider_id=edit.provider_id).first()
+    if message is None:
+        return  # an edit of something we never stored (sent before the channel was connected)
+    if message.text == edit.text:
+        return  # the same edit delivered twice
+    payload = {
+        **message.payload,
+        **edit.payload,
+        "edited_at": edit.timestamp.isoformat(),
+        "original_text": message.payload.get("original_text", message.text),
+    }
+    Message.objects.filter(pk=message.pk).update(text=edit.text, payload=payload)
+    message.text, message.payload = edit.text, payload
+    publish_on_commit(
+        message.workspace_id,
+        build_event(
+            "message.created", conversation_id=message.conversation_id, message=payloads.message_event(message)
+        ),
+    )
+
+
+def reachability_apply(*, channel, update: ReachabilityUpdate) -> None:
+    """A follow makes the customer a contact reachable on this channel; leaving makes them
+    unreachable, so nothing more is queued to them there."""
+    from apps.contacts.models import ContactIdentity
+    from apps.core.crypto import blind_index
+
+    if update.reachable:
+        contact_resolve(channel=channel, external_id=update.sender_id, name=update.sender_name)
+    ContactIdentity.objects.filter(channel=channel, external_id_index=blind_index(update.sender_id)).update(
+        reachable=update.reachable
+    )
 
 
 def _conversation_note_inbound(conversation: Conversation, channel, inbound: InboundMessage) -> None:
@@ -255,7 +360,12 @@ def _attachment_expect(message: Message, media: dict) -> Attachment:
 def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
     """Keeps the highest state seen: statuses arrive out of order. `failed` is terminal and
     replaces only states below delivered."""
+    if update.watermark is not None:
+        _watermark_apply(channel, update)
+        return
     messages = Message.objects.filter(channel=channel, provider_id=update.provider_id)
+    if update.state == "failed" and update.error_code.startswith("bounce 5.1."):
+        _bounced_recipient_unreachable(channel, update.provider_id)
     if update.state == "failed":
         below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
         changed = messages.filter(state__in=below).update(
@@ -273,8 +383,50 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
     if changed:
         message = messages.get()
         _publish_status(message)
-    elif not messages.exists():
+    # A race with the send being recorded lasts seconds; an older status is for a message Parley
+    # never sent (typed in Meta's Page inbox, a caption sent on its own): dropped.
+    elif update.timestamp > timezone.now() - timedelta(minutes=5) and not messages.exists():
         raise StatusForUnknownMessage(update.provider_id)
+
+
+def _bounced_recipient_unreachable(channel, provider_id: str) -> None:
+    """A hard bounce (no such mailbox): nothing more is queued to that address."""
+    from apps.contacts.models import ContactIdentity
+
+    message = Message.objects.filter(channel=channel, provider_id=provider_id).select_related("conversation").first()
+    if message is not None:
+        ContactIdentity.objects.filter(channel=channel, contact_id=message.conversation.contact_id).update(
+            reachable=False
+        )
+
+
+def _watermark_apply(channel, update: StatusUpdate) -> None:
+    """Messenger tells "everything before this moment was delivered / read" instead of naming
+    each message: every message sent to that person by then moves up to the state."""
+    from apps.contacts.models import ContactIdentity
+    from apps.core.crypto import blind_index
+
+    if update.state not in ("delivered", "read"):
+        return
+    identity = ContactIdentity.objects.filter(
+        channel=channel, external_id_index=blind_index(update.recipient_id)
+    ).first()
+    if identity is None:
+        return
+    below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[update.state]]
+    below = [state for state in below if state not in (DeliveryState.QUEUED, DeliveryState.SENDING)]
+    stamp = {"delivered": "delivered_at", "read": "read_at"}[update.state]
+    moved = Message.objects.filter(
+        channel=channel,
+        conversation__contact_id=identity.contact_id,
+        direction=Message.Direction.OUTBOUND,
+        state__in=below,
+        sent_at__lte=update.watermark,
+    )
+    for message in moved.select_related("channel")[:500]:
+        Message.objects.filter(pk=message.pk, state__in=below).update(state=update.state, **{stamp: update.timestamp})
+        message.state = update.state
+        _publish_status(message)
 
 
 # Outbound ------------------------------------------------------------------------------------
@@ -304,7 +456,7 @@ def message_send(
         text, payload = _template_message(conversation, payload)
     if not text and kind == Message.Kind.TEXT:
         raise DomainError("A message needs text.", code="empty_message", fields={"text": ["Required."]})
-    _check_reply_window(conversation, kind)
+    _check_reply_window(conversation, kind, sender_kind)
     if client_id:
         existing = Message.objects.filter(conversation=conversation, client_id=client_id).first()
         if existing is not None:
@@ -336,8 +488,8 @@ def message_send(
 
 def conversation_for_outbound(*, contact, channel=None) -> Conversation:
     """The thread a business-initiated message goes into: on the channel named, else the one the
-    customer used last. A WhatsApp number is reachable by the contact's phone even before they
-    ever wrote (their wa_id is the number without '+')."""
+    customer used last. Some channels reach a contact who never wrote there (WhatsApp by their
+    phone, email by their address: `Connector.address_of`)."""
     from apps.contacts.models import ContactIdentity
     from apps.core.crypto import blind_index
 
@@ -351,17 +503,17 @@ def conversation_for_outbound(*, contact, channel=None) -> Conversation:
             )
         return last
     if not contact.identities.filter(channel=channel).exists():
-        if channel.kind != "whatsapp" or not contact.phone:
+        address = connector_for(channel).address_of(contact)
+        if not address:
             raise DomainError(
                 f"This contact cannot be reached on {channel.name} until they write there.",
                 code="no_identity",
                 fields={"channel": ["The contact has no identity on this channel."]},
             )
-        wa_id = contact.phone.lstrip("+")
         ContactIdentity.objects.get_or_create(
             channel=channel,
-            external_id_index=blind_index(wa_id),
-            defaults={"workspace_id": contact.workspace_id, "contact": contact, "external_id": wa_id},
+            external_id_index=blind_index(address),
+            defaults={"workspace_id": contact.workspace_id, "contact": contact, "external_id": address},
         )
     conversation, _ = Conversation.objects.get_or_create(
         contact=contact,
@@ -434,17 +586,47 @@ def _attachment_store(message: Message, upload) -> Attachment:
     return attachment
 
 
-def _check_reply_window(conversation: Conversation, kind: str) -> None:
+def _check_reply_window(conversation: Conversation, kind: str, sender_kind: str = Message.Sender.AGENT) -> None:
+    """Free-form messages only while the provider's window is open: 24 h after the customer's
+    last message on WhatsApp and Messenger (7 days for a person's reply on Messenger, sent with
+    the HUMAN_AGENT tag), 48 h on WeChat, which also caps how many go out in that time."""
     connector = connector_for(conversation.channel)
     if not connector.reply_window_hours or kind == Message.Kind.TEMPLATE:
         return
-    if conversation.window_expires_at is None or conversation.window_expires_at <= timezone.now():
+    hours = connector.reply_window_hours
+    expires = conversation.window_expires_at
+    if expires is None and conversation.last_inbound_at is not None:
+        expires = conversation.last_inbound_at + timedelta(hours=hours)
+    if expires is not None and sender_kind == Message.Sender.AGENT and connector.human_reply_window_hours:
+        hours = connector.human_reply_window_hours
+        expires += timedelta(hours=hours - connector.reply_window_hours)
+    if expires is None or expires <= timezone.now():
+        then = (
+            "an approved template now. Send a template instead."
+            if connector.templates
+            else "new messages once they write again."
+        )
         raise DomainError(
-            f"The customer last wrote more than {connector.reply_window_hours} hours ago, so "
-            f"{conversation.channel.get_kind_display()} only allows an approved template now. "
-            "Send a template instead.",
+            f"The customer last wrote more than {hours} hours ago, so "
+            f"{conversation.channel.get_kind_display()} only allows {then}",
             code="window_closed",
         )
+    last = expires - timedelta(hours=hours)
+    if connector.replies_per_window:
+        sent = (
+            Message.objects.filter(
+                conversation=conversation, direction=Message.Direction.OUTBOUND, created_at__gt=last
+            )
+            .exclude(kind__in=(Message.Kind.NOTE, Message.Kind.EVENT))
+            .exclude(state=DeliveryState.FAILED)
+            .count()
+        )
+        if sent >= connector.replies_per_window:
+            raise DomainError(
+                f"{conversation.channel.get_kind_display()} allows {connector.replies_per_window} messages until "
+                "the customer writes again, and they have all been sent. Wait for the customer's reply.",
+                code="window_quota",
+            )
 
 
 def _conversation_note_outbound(conversation: Conversation, sender_kind: str) -> None:
@@ -534,6 +716,9 @@ def _publish_conversation(conversation: Conversation) -> dict:
 # Delivery (called by tasks.deliver_message) ---------------------------------------------------
 
 MAX_SEND_ATTEMPTS = 8
+# Provider codes that mean "this channel is sending too fast": every worker slows down, not just
+# this message (WhatsApp 130429 / 131056, Telegram and HTTP 429, Meta's Send API 4, 17, 32, 613).
+RATE_LIMIT_CODES = frozenset({"130429", "131056", "429", "4", "17", "32", "613", "80006", "45009"})
 INTERRUPTED = (
     "interrupted",
     "Sending was interrupted by a worker restart; it may not have reached the customer. Check before resending.",
@@ -630,14 +815,32 @@ def _outbound_for(message: Message, outbound_class):
         media=media,
         opaque=message.payload.get("opaque", ""),
         reply_to_provider_id=message.reply_to.provider_id if message.reply_to_id else "",
+        context=_outbound_context(message),
     )
+
+
+def _outbound_context(message: Message) -> dict:
+    last = (
+        Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND)
+        .order_by("-id")
+        .only("provider_id", "payload", "created_at")
+        .first()
+    )
+    return {
+        "sender_kind": message.sender_kind,
+        "last_inbound_at": message.conversation.last_inbound_at,
+        "last_inbound_id": last.provider_id if last else "",
+        "last_inbound_payload": last.payload if last else {},
+        "contact_name": message.conversation.contact.name or "",
+        "message_uuid": f"parley-{message.id}",
+    }
 
 
 def _handle_send_error(message: Message, error, channel, slow_down) -> None:
     from apps.connectors.base import ErrorClass
 
     if error.error_class == ErrorClass.RETRY:
-        if error.code in ("130429", "131056", "429"):
+        if error.code in RATE_LIMIT_CODES or error.retry_after:
             slow_down(f"channel:{channel.id}", error.retry_after or 2.0, channel.rate_limit_per_second)
         if message.attempts + 1 < MAX_SEND_ATTEMPTS:
             Message.objects.filter(pk=message.pk).update(

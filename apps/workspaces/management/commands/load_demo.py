@@ -81,6 +81,8 @@ class Command(BaseCommand):
         self._inbox_setup(workspace, spec)
         if spec.get("webchat"):
             self._webchat_channel(workspace, spec["webchat"])
+        for channel_spec in spec.get("channels", []):
+            self._provider_channel(workspace, channel_spec)
         for holiday in spec["holidays"]:
             team = Team.objects.get(workspace=workspace, name=holiday["team"])
             ShiftException.objects.get_or_create(
@@ -154,6 +156,23 @@ class Command(BaseCommand):
             },
         )
 
+    def _provider_channel(self, workspace, spec) -> None:
+        """A Messenger page, Instagram account, Telegram bot, WeChat account, mailbox or app, all
+        played by the channel simulator."""
+        from apps.connectors.models import Channel
+
+        if Channel.objects.filter(workspace=workspace, kind=spec["kind"], name=spec["name"]).exists():
+            return
+        credentials, channel_settings = demo_channel_config(spec)
+        Channel.objects.create(
+            workspace=workspace,
+            kind=spec["kind"],
+            name=spec["name"],
+            credentials=credentials,
+            settings={"base_url": settings.SIMULATOR_URL, "demo": spec, **channel_settings},
+            rate_limit_per_second=30 if spec["kind"] == "telegram" else 80,
+        )
+
     def _write_simulator_channels(self) -> None:
         """The simulator plays the provider for the demo's channels; it reads them at start."""
         from apps.connectors.models import Channel
@@ -178,6 +197,11 @@ class Command(BaseCommand):
                 kind="webchat", settings__allowed_origins__contains=[settings.SIMULATOR_URL]
             )
         ]
+        registrations += [
+            simulator_registration(channel)
+            for channel in Channel.objects.filter(kind__in=DEMO_KINDS, settings__base_url=settings.SIMULATOR_URL)
+            if channel.settings.get("demo")
+        ]
         SIMULATOR_CHANNELS.parent.mkdir(parents=True, exist_ok=True)
         SIMULATOR_CHANNELS.write_text(json.dumps(registrations, indent=2))
 
@@ -193,3 +217,74 @@ class Command(BaseCommand):
             )
             lines.append(f"  {spec['username']:<8} {described}")
         return "\n".join(lines)
+
+
+DEMO_KINDS = ("messenger", "instagram", "telegram", "wechat", "email", "custom")
+
+
+def demo_channel_config(spec: dict) -> tuple[dict, dict]:
+    """Credentials and settings of a demo channel; the simulator is given the same secrets."""
+    kind = spec["kind"]
+    if kind in ("messenger", "instagram"):
+        page = spec["page_id"]
+        return {
+            "page_access_token": f"demo-page-token-{page}",
+            "app_secret": f"demo-secret-{page}",
+            "page_id": page,
+        }, {}
+    if kind == "telegram":
+        return {"bot_token": spec["bot_token"]}, {"username": spec["username"]}
+    if kind == "wechat":
+        app = spec["app_id"]
+        return {"app_id": app, "app_secret": f"demo-secret-{app}", "token": f"demotoken{app[-6:]}"}, {}
+    if kind == "email":
+        mail = {
+            "address": spec["address"],
+            "from_name": "Nile Basket",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": settings.SIMULATOR_SMTP_PORT,
+            "smtp_username": spec["address"],
+            "smtp_security": "none",
+        }
+        if spec.get("mode") == "imap":
+            mail.update(
+                imap_host="127.0.0.1",
+                imap_port=settings.SIMULATOR_IMAP_PORT,
+                imap_username=spec["address"],
+                imap_security="none",
+            )
+        return {"smtp_password": "demo-smtp-password", "imap_password": "demo-imap-password"}, mail
+    if kind == "custom":
+        app = spec["app_id"]
+        outbound = f"{settings.SIMULATOR_URL}/custom/{app}/outbound"
+        # The simulated app serves its customers' photos from loopback.
+        return {"secret": f"demo-app-secret-{app}"}, {"outbound_url": outbound, "allow_private_media_urls": True}
+    raise ValueError(f"no demo configuration for {kind} channels")
+
+
+def simulator_registration(channel) -> dict:
+    """What the simulator needs to play the provider of a demo channel."""
+    spec, secrets = channel.settings["demo"], channel.credentials
+    common = {"kind": channel.kind, "name": channel.name, "webhook_url": channel.webhook_url}
+    if channel.kind in ("messenger", "instagram"):
+        return {**common, **secrets, "verify_token": channel.verify_token}
+    if channel.kind == "telegram":
+        from apps.connectors.providers.telegram import webhook_secret
+
+        # make run loads the demo before the simulator starts, so setWebhook cannot reach it
+        # then; the simulator is told the webhook the way Parley's setWebhook would tell it.
+        return {**common, **secrets, "username": spec["username"], "secret_token": webhook_secret(channel)}
+    if channel.kind == "wechat":
+        return {**common, **secrets, "original_id": spec["original_id"]}
+    if channel.kind == "email":
+        return {
+            **common,
+            "address": spec["address"],
+            "mode": spec.get("mode", "webhook"),
+            "webhook_url": f"{channel.webhook_url}?key={channel.verify_token}",
+            "smtp_username": spec["address"],
+            "smtp_password": secrets["smtp_password"],
+            "imap_username": spec["address"],
+            "imap_password": secrets["imap_password"],
+        }
+    return {**common, "app_id": spec["app_id"], "secret": secrets["secret"]}

@@ -13,6 +13,7 @@ SCHEDULES = [
     {"name": "Reopen snoozed conversations whose time has come", "task": "conversations.wake_snoozed", "every": 60},
     {"name": "Apply stored webhooks whose wake-up was lost", "task": "conversations.drain_inbound", "every": 60},
     {"name": "Send webhook deliveries that are due", "task": "connectors.retry_due_webhooks", "every": 60},
+    {"name": "Fetch new mail from IMAP mailboxes", "task": "connectors.poll_channels", "every": 60},
 ]
 
 
