@@ -3,43 +3,18 @@ a real Celery worker and the channel simulator playing WhatsApp: an agent works 
 from first message to close, a colleague receives a transfer live in their own browser, and a
 dropped connection catches up on everything it missed."""
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 from django.conf import settings
-from django.db import connections
 
 from apps.contacts.models import Tag
 from apps.conversations.models import Conversation, Message, QuickReply
 from apps.workspaces.models import Role
+from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import _wait_for, client_for
 from tests.conversations.whatsapp import make_whatsapp_channel
 from tests.factories import make_member, make_team, make_workspace
 
 pytestmark = [pytest.mark.live, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCREENSHOTS = Path(os.environ.get("PARLEY_SCREENSHOTS", "var/screenshots"))
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    if CHROMIUM is None:
-        pytest.skip("needs Debian's chromium (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop runs in this thread
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()  # the ones opened while Playwright's loop ran
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from apps.connectors.models import Channel
 from apps.conversations.models import Conversation, Message
 from apps.conversations.services import message_send
 from apps.workspaces.management.commands.load_demo import demo_channel_config, simulator_registration
-from tests.browser.test_inbox import browser  # noqa: F401 (the fixture)
 from tests.conftest import _wait_for
 from tests.factories import make_workspace
 
@@ -56,7 +55,7 @@ def test_a_person_chats_as_a_customer_from_the_simulator_page(
     demo_like,
     browser,
     simulator,
-    celery_worker_process,  # noqa: F811
+    celery_worker_process,
 ):
     channel = demo_like(spec)
     key = spec.get(KEYS.get(spec["kind"], ""), spec.get("address") or spec.get("app_id"))

@@ -2,43 +2,22 @@
 served from another origin (the channel simulator's demo shop), against a live daphne and a
 real Celery worker."""
 
-import os
-import shutil
-from pathlib import Path
-
 import httpx
 import pytest
-from django.db import connections
 
 from apps.connectors.models import Channel
 from apps.conversations.models import Conversation, Message
 from apps.workspaces.services import api_token_create
+from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import _wait_for
 from tests.factories import make_workspace
 
 pytestmark = [pytest.mark.live, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCREENSHOTS = Path(os.environ.get("PARLEY_SCREENSHOTS", "var/screenshots"))
-
 
 @pytest.fixture
-def browser_page(monkeypatch):
-    if CHROMIUM is None:
-        pytest.skip("needs Debian's chromium (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-            connections.close_all()  # the ones opened while Playwright's loop ran
+def browser_page(browser):
+    return browser.new_page()
 
 
 def shop_with_widget(live, simulator, **settings):

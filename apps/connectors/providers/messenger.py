@@ -9,7 +9,6 @@ Page-scoped id (PSID). A name needs a User Profile API call per person, which Pa
 """
 
 import hashlib
-import hmac
 import json
 import mimetypes
 import posixpath
@@ -17,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from django.http import HttpResponse
 
 from apps.connectors.base import (
     HTTP_TIMEOUT,
@@ -32,6 +30,7 @@ from apps.connectors.base import (
     SendResult,
     StatusUpdate,
 )
+from apps.connectors.meta import MetaWebhooks
 
 MB = 1024 * 1024
 # Attachment types Meta sends in `message.attachments` whose `payload.url` is a file on Meta's
@@ -93,7 +92,7 @@ def _stable_id(prefix: str, *parts) -> str:
     return f"{prefix}.{digest}"
 
 
-class MessengerConnector(Connector):
+class MessengerConnector(MetaWebhooks, Connector):
     kind = "messenger"
     webhook_object = "page"
     reply_window_hours = 24
@@ -104,22 +103,7 @@ class MessengerConnector(Connector):
     # Send API attachments, "up to 25MB" for every type.
     size_limits = {"image": 25 * MB, "video": 25 * MB, "audio": 25 * MB, "document": 25 * MB}
 
-    # Requests -----------------------------------------------------------------------------
-
-    def handshake(self, channel, request) -> HttpResponse:
-        params = request.GET
-        token = params.get("hub.verify_token", "")
-        if params.get("hub.mode") == "subscribe" and hmac.compare_digest(token, channel.verify_token):
-            return HttpResponse(params.get("hub.challenge", ""), content_type="text/plain")
-        return HttpResponse("verify token mismatch", status=403, content_type="text/plain")
-
-    def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
-        secret = channel.credentials.get("app_secret", "")
-        signature = headers.get("X-Hub-Signature-256", "")
-        if not secret or not signature.startswith("sha256="):
-            return False
-        expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature.removeprefix("sha256="), expected)
+    # Requests: the handshake and signature are Meta's (apps/connectors/meta.py) ----------
 
     # Parsing ------------------------------------------------------------------------------
 

@@ -4,13 +4,10 @@ Credentials: access_token, app_secret, phone_number_id, waba_id.
 Settings: base_url (default https://graph.facebook.com), api_version (default v21.0).
 """
 
-import hashlib
-import hmac
 import json
 from datetime import UTC, datetime
 
 import httpx
-from django.http import HttpResponse
 
 from apps.connectors.base import (
     HTTP_TIMEOUT,
@@ -24,6 +21,7 @@ from apps.connectors.base import (
     SendResult,
     StatusUpdate,
 )
+from apps.connectors.meta import MetaWebhooks
 
 MB = 1024 * 1024
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
@@ -56,7 +54,7 @@ def _timestamp(value) -> datetime:
         return datetime.now(tz=UTC)
 
 
-class WhatsAppConnector(Connector):
+class WhatsAppConnector(MetaWebhooks, Connector):
     kind = "whatsapp"
     reply_window_hours = 24
     templates = True
@@ -71,22 +69,7 @@ class WhatsAppConnector(Connector):
     def address_of(self, contact) -> str:
         return contact.phone.lstrip("+") if contact.phone else ""  # the wa_id is the number
 
-    # Requests -----------------------------------------------------------------------------
-
-    def handshake(self, channel, request) -> HttpResponse:
-        params = request.GET
-        token = params.get("hub.verify_token", "")
-        if params.get("hub.mode") == "subscribe" and hmac.compare_digest(token, channel.verify_token):
-            return HttpResponse(params.get("hub.challenge", ""), content_type="text/plain")
-        return HttpResponse("verify token mismatch", status=403, content_type="text/plain")
-
-    def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
-        secret = channel.credentials.get("app_secret", "")
-        signature = headers.get("X-Hub-Signature-256", "")
-        if not secret or not signature.startswith("sha256="):
-            return False
-        expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature.removeprefix("sha256="), expected)
+    # Requests: the handshake and signature are Meta's (apps/connectors/meta.py) ----------
 
     # Parsing ------------------------------------------------------------------------------
 
