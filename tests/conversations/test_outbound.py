@@ -244,3 +244,16 @@ def test_the_token_bucket_holds_the_channels_rate():
 
     assert waits[:5] == [0, 0, 0, 0, 0]
     assert all(wait > 0 for wait in waits[5:])
+
+
+def test_a_conversations_messages_leave_in_the_order_they_were_written(conversation, agent, simulator):
+    greeting = message_send(conversation=conversation, author=agent, text="Hi Amira")
+    menu = message_send(conversation=conversation, author=agent, text="Pick one")
+
+    with pytest.raises(SendLater):
+        message_deliver(message_id=menu.id)  # a second worker picked up the later one first
+    message_deliver(message_id=greeting.id)
+    message_deliver(message_id=menu.id)
+
+    sent = [m["body"]["text"]["body"] for m in simulator.get("/_simulator/outbox", phone_number_id="1000001")]
+    assert sent[-2:] == ["Hi Amira", "Pick one"]

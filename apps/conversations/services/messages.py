@@ -755,6 +755,8 @@ def message_deliver(*, message_id: int) -> None:
     except DomainError as error:  # nobody to send it to on this channel: say so, do not retry
         _mark_failed(message, error.code, error.detail)
         return
+    if _earlier_still_leaving(message):
+        raise SendLater(0.3)
     wait = take_token(f"channel:{channel.id}", channel.rate_limit_per_second)
     if wait > 0:
         raise SendLater(wait)
@@ -778,6 +780,26 @@ def message_deliver(*, message_id: int) -> None:
     )
     message.refresh_from_db()
     _publish_status(message)
+
+
+# Messages of one conversation leave in the order they were written (a greeting, then its menu),
+# though several workers send at once. An earlier one that has been stuck for longer than this
+# (its task lost until the minute's requeue) no longer holds the later ones back.
+ORDER_WAIT = timedelta(minutes=2)
+
+
+def _earlier_still_leaving(message: Message) -> bool:
+    return (
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            direction=Message.Direction.OUTBOUND,
+            id__lt=message.id,
+            state__in=(DeliveryState.QUEUED, DeliveryState.SENDING),
+            created_at__gte=timezone.now() - ORDER_WAIT,
+        )
+        .exclude(kind__in=(Message.Kind.NOTE, Message.Kind.EVENT))
+        .exists()
+    )
 
 
 def backoff(attempt: int) -> float:
