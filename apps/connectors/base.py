@@ -9,7 +9,7 @@ subclass; nothing else changes. The rest of Parley only ever sees the dataclasse
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 from django.http import HttpResponse
@@ -130,6 +130,54 @@ class MediaFile:
     filename: str
 
 
+# Helpers connectors share -------------------------------------------------------------------
+
+
+def network_error(error: Exception) -> ProviderError:
+    """A connection that failed or timed out: worth another try."""
+    return ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__)
+
+
+def read_capped(response: httpx.Response, max_bytes: int, describe=None) -> bytes:
+    """The body of a streamed download, refused (`too_large`, fatal) as soon as it is known to
+    be over `max_bytes`: by its Content-Length, else while counting. `describe(size)` words the
+    refusal for the operator when the provider has its own limit to name."""
+    describe = describe or (lambda size: f"{size} bytes, over {max_bytes}")
+    declared = int(response.headers.get("Content-Length") or 0)
+    if declared > max_bytes:
+        raise ProviderError(ErrorClass.FATAL, "too_large", describe(declared))
+    content = bytearray()
+    for chunk in response.iter_bytes():
+        content += chunk
+        if len(content) > max_bytes:
+            raise ProviderError(ErrorClass.FATAL, "too_large", describe(len(content)))
+    return bytes(content)
+
+
+def stored_media(media: dict, max_bytes: int, *, under: str, missing_code: str, missing: str) -> MediaFile:
+    """A file that is already in our storage (a widget's upload, an email's attachment written
+    when the mail was parsed), read back only from the channel's own folder `under`."""
+    from django.core.files.storage import default_storage
+
+    path = media["id"]
+    if not path.startswith(under) or not default_storage.exists(path):
+        raise ProviderError(ErrorClass.FATAL, missing_code, missing)
+    if default_storage.size(path) > max_bytes:
+        raise ProviderError(ErrorClass.FATAL, "too_large", "The file is larger than this channel accepts.")
+    with default_storage.open(path, "rb") as handle:
+        content = handle.read()
+    return MediaFile(content=content, mime_type=media.get("mime_type", ""), filename=media.get("filename", ""))
+
+
+def moment(value, *, per_second: int = 1) -> datetime:
+    """An epoch timestamp (seconds, or milliseconds with per_second=1000) as an aware moment;
+    now when it is missing or malformed, since a message is worth more than its clock."""
+    try:
+        return datetime.fromtimestamp(int(value) / per_second, tz=UTC)
+    except (TypeError, ValueError, OverflowError):
+        return datetime.now(tz=UTC)
+
+
 class Connector:
     kind: str = ""
     # Whether free-form messages are allowed only within a window after the customer's last
@@ -146,6 +194,9 @@ class Connector:
     numbered_menus: bool = False
     # Largest file the provider accepts, by media family (bytes).
     size_limits: dict[str, int] = {}
+    # Error codes meaning "this channel sends too fast": every worker then pauses the channel,
+    # not just the message that met it (an error with retry_after does the same).
+    rate_limit_codes: frozenset[str] = frozenset({"429"})
     # Largest webhook body accepted (an inbound-parse email carries its attachments).
     max_webhook_bytes: int = 5 * 1024 * 1024
     # Whether beat should call `poll` (IMAP mailboxes).

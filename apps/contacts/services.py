@@ -204,7 +204,6 @@ def contact_touch(contact: Contact, *, name: str = "") -> None:
     Contact.objects.filter(pk=contact.pk).update(**fields)
 
 
-@transaction.atomic
 def contact_phone_learned(*, contact: Contact, phone: str) -> Contact:
     """A known contact told us their number later (Telegram's "share my phone" after /start):
     the customer who already has that number absorbs them, so one person keeps one history."""
@@ -214,11 +213,11 @@ def contact_phone_learned(*, contact: Contact, phone: str) -> Contact:
         return contact
     other = _find_by_phone_or_email(contact.workspace, phone=phone, email="")
     if other is not None and other.pk != contact.pk:
-        with transaction.atomic():
-            return contact_merge(survivor=other, duplicate=contact)
+        return contact_merge(survivor=other, duplicate=contact)
     return contact_fill(contact, phone=phone)
 
 
+@transaction.atomic
 def contact_merge(*, survivor: Contact, duplicate: Contact) -> Contact:
     """Moves everything of `duplicate` to `survivor` and leaves `duplicate` as a pointer: its
     identities, conversations and tags; empty fields are filled, custom fields united."""

@@ -7,13 +7,11 @@ from django.test import Client
 from django.test.utils import override_settings
 
 from apps.connectors import tasks
-from apps.connectors.base import StatusUpdate
 from apps.connectors.models import Channel
 from apps.contacts.models import Contact, ContactIdentity
 from apps.contacts.services import contact_resolve
 from apps.conversations.models import Conversation, InboundEvent, Message
 from apps.conversations.services import conversation_for_outbound, inbound_event_process
-from apps.conversations.services.messages import delivery_status_apply
 from apps.workspaces.models import Role
 from tests.connectors import telegram_payloads as tg
 from tests.connectors.email_payloads import ADDRESS, make_email_channel
@@ -119,36 +117,6 @@ def test_an_email_channel_reaches_a_contact_who_never_wrote_there_by_their_addre
 
     assert conversation.channel == email
     assert ContactIdentity.objects.get(channel=email).external_id == "amira@example.com"
-
-
-def test_a_hard_bounce_makes_the_address_unreachable(workspace):
-    email = make_email_channel(workspace)
-    contact = contact_resolve(channel=email, external_id="nobody@example.com", email="nobody@example.com")
-    conversation = Conversation.objects.create(workspace=workspace, contact=contact, channel=email)
-    Message.objects.create(
-        workspace=workspace,
-        conversation=conversation,
-        channel=email,
-        direction="out",
-        sender_kind="agent",
-        kind="text",
-        text="Hello",
-        provider_id="abc@nilebasket.example",
-        state="sent",
-    )
-    from django.utils import timezone
-
-    bounce = StatusUpdate(
-        provider_id="abc@nilebasket.example",
-        state="failed",
-        timestamp=timezone.now(),
-        error_code="bounce 5.1.1",
-        error_reason="No such user",
-    )
-    delivery_status_apply(channel=email, update=bounce)
-
-    assert Message.objects.get(provider_id="abc@nilebasket.example").state == "failed"
-    assert ContactIdentity.objects.get(channel=email).reachable is False
 
 
 def test_the_inbox_knows_messengers_longer_window_for_a_persons_reply(workspace):

@@ -292,6 +292,8 @@ def test_a_bounce_of_our_mail_marks_it_failed_with_the_servers_reason(channel, s
     assert ours.error_code == "bounce 5.1.1"
     assert "does not exist" in ours.error_reason
     assert Message.objects.count() == 1  # the bounce itself is not a customer message
+    # no such mailbox (5.1.1): nothing more is queued to that address
+    assert ContactIdentity.objects.get(channel=channel, contact=contact).reachable is False
 
 
 def test_a_bounce_of_mail_we_never_sent_is_dropped(channel):

@@ -43,6 +43,8 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    network_error,
+    read_capped,
 )
 from apps.connectors.services import webhook_signature
 from apps.contacts.services import normalise_phone
@@ -139,7 +141,7 @@ class CustomConnector(Connector):
         try:
             response = httpx.post(url, content=raw, headers=headers, timeout=HTTP_TIMEOUT)
         except httpx.HTTPError as error:
-            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+            raise network_error(error) from error
         if not response.is_success:
             raise _send_error(response)
         return SendResult(provider_id=delivery_id)
@@ -169,10 +171,10 @@ class CustomConnector(Connector):
             # No redirects: each hop would need the same private-address check.
             with httpx.stream("GET", url, timeout=HTTP_TIMEOUT, follow_redirects=False) as response:
                 _check_download(response, url)
-                content = _read_at_most(response, max_bytes)
+                content = read_capped(response, max_bytes)
                 served_as = response.headers.get("Content-Type", "").split(";")[0].strip()
         except httpx.HTTPError as error:
-            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+            raise network_error(error) from error
         mime_type = media.get("mime_type") or served_as or "application/octet-stream"
         return MediaFile(content=content, mime_type=mime_type, filename=media.get("filename") or "")
 
@@ -501,14 +503,3 @@ def _check_download(response: httpx.Response, url: str) -> None:
     if not response.is_success:
         error_class = ErrorClass.RETRY if status == 429 or status >= 500 else ErrorClass.FATAL
         raise ProviderError(error_class, str(status), f"{url} answered {status}.")
-
-
-def _read_at_most(response: httpx.Response, max_bytes: int) -> bytes:
-    if int(response.headers.get("Content-Length") or 0) > max_bytes:
-        raise ProviderError(ErrorClass.FATAL, "too_large", f"{response.headers['Content-Length']} bytes")
-    content = bytearray()
-    for chunk in response.iter_bytes():
-        content += chunk
-        if len(content) > max_bytes:
-            raise ProviderError(ErrorClass.FATAL, "too_large", f"over {max_bytes} bytes")
-    return bytes(content)

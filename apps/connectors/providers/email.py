@@ -54,8 +54,11 @@ from apps.connectors.base import (
     OutboundMessage,
     ParseError,
     ProviderError,
+    ReachabilityUpdate,
     SendResult,
     StatusUpdate,
+    network_error,
+    stored_media,
 )
 
 MB = 1024 * 1024
@@ -436,7 +439,7 @@ def smtp_error(error: Exception) -> ProviderError:
     if isinstance(error, ssl.SSLError):  # a wrong smtp_security or port: retrying will not help
         return ProviderError(ErrorClass.CREDENTIALS, "tls", f"TLS with the SMTP server failed: {error}")
     if isinstance(error, OSError):  # refused, unreachable, timed out (socket.timeout), DNS
-        return ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__)
+        return network_error(error)
     return ProviderError(ErrorClass.FATAL, "smtp", str(error) or type(error).__name__)
 
 
@@ -552,17 +555,21 @@ class EmailConnector(Connector):
         if not bounced_id.lower().endswith("@" + domain):
             return []
         status = _report_field(report, "Status")
-        return [
-            StatusUpdate(
-                provider_id=provider_id_for(bounced_id),
-                state="failed",
-                timestamp=_timestamp(_header(mail.headers, "Date")),
-                recipient_id=_report_field(report, "Final-Recipient").split(";")[-1].strip().lower(),
-                error_code=f"bounce {status}".strip(),
-                error_reason=_report_field(report, "Diagnostic-Code").split(";")[-1].strip()
-                or "The recipient's mail server returned the message.",
-            )
-        ]
+        recipient = _report_field(report, "Final-Recipient").split(";")[-1].strip().lower()
+        when = _timestamp(_header(mail.headers, "Date"))
+        failed = StatusUpdate(
+            provider_id=provider_id_for(bounced_id),
+            state="failed",
+            timestamp=when,
+            recipient_id=recipient,
+            error_code=f"bounce {status}".strip(),
+            error_reason=_report_field(report, "Diagnostic-Code").split(";")[-1].strip()
+            or "The recipient's mail server returned the message.",
+        )
+        # 5.1.x: no such mailbox or domain (RFC 3463). Nothing more should be queued to it.
+        if status.startswith("5.1.") and recipient:
+            return [failed, ReachabilityUpdate(sender_id=recipient, reachable=False, timestamp=when, reason=status)]
+        return [failed]
 
     def _message(self, channel, mail: _Mail) -> InboundMessage:
         name, sender = self._sender(mail)
@@ -755,14 +762,13 @@ class EmailConnector(Connector):
 
     def fetch_media(self, channel, media: dict, max_bytes: int) -> MediaFile:
         """The files were written to our storage when the mail was parsed; take them from there."""
-        path = media["id"]
-        if not path.startswith(f"email/{channel.id}/") or not default_storage.exists(path):
-            raise ProviderError(ErrorClass.FATAL, "missing_file", "The mail's file is gone.")
-        if default_storage.size(path) > max_bytes:
-            raise ProviderError(ErrorClass.FATAL, "too_large", "The file is larger than this channel accepts.")
-        with default_storage.open(path, "rb") as handle:
-            content = handle.read()
-        return MediaFile(content=content, mime_type=media.get("mime_type", ""), filename=media.get("filename", ""))
+        return stored_media(
+            media,
+            max_bytes,
+            under=f"email/{channel.id}/",
+            missing_code="missing_file",
+            missing="The mail's file is gone.",
+        )
 
 
 def _basic_password(authorization: str) -> str:

@@ -29,6 +29,9 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    moment,
+    network_error,
+    read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
 
@@ -77,14 +80,6 @@ def classify(code: str, subcode: str = "", http_status: int | None = None) -> Er
     return ErrorClass.FATAL
 
 
-def _moment(milliseconds) -> datetime:
-    """Meta's webhook times are epoch milliseconds."""
-    try:
-        return datetime.fromtimestamp(int(milliseconds) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError):
-        return datetime.now(tz=UTC)
-
-
 def _stable_id(prefix: str, *parts) -> str:
     """An id for events Meta gives none (a postback from an old client, a reaction), the same on
     every redelivery so the pipeline's dedupe holds."""
@@ -98,6 +93,7 @@ class MessengerConnector(MetaWebhooks, Connector):
     reply_window_hours = 24
     # A person (not a bot) may answer for 7 days with the HUMAN_AGENT tag.
     human_reply_window_hours = 168
+    rate_limit_codes = frozenset({"4", "9", "17", "32", "613", "80006", "429"})  # app, page, user limits
     text_limit = 2000  # Send API: "text must be UTF-8 and has a 2000 character limit"
     text_limit_unit = "characters"
     # Send API attachments, "up to 25MB" for every type.
@@ -132,7 +128,7 @@ class MessengerConnector(MetaWebhooks, Connector):
             sender = str(item["sender"]["id"])
         except (KeyError, TypeError) as error:
             raise ParseError(f"messaging item without sender: {error}") from error
-        timestamp = _moment(item.get("timestamp"))
+        timestamp = moment(item.get("timestamp"), per_second=1000)
         if isinstance(item.get("message"), dict):
             return self._parse_message(item["message"], sender, timestamp)
         if isinstance(item.get("postback"), dict):
@@ -279,7 +275,7 @@ class MessengerConnector(MetaWebhooks, Connector):
             for mid in delivery.get("mids") or []
         ]
         if delivery.get("watermark"):
-            watermark = _moment(delivery["watermark"])
+            watermark = moment(delivery["watermark"], per_second=1000)
             updates.append(
                 StatusUpdate(
                     provider_id="", state="delivered", timestamp=timestamp, recipient_id=sender, watermark=watermark
@@ -290,7 +286,7 @@ class MessengerConnector(MetaWebhooks, Connector):
     def _parse_read(self, read: dict, sender: str, timestamp: datetime) -> StatusUpdate:
         # Messenger says "read up to this moment"; Instagram's messaging_seen names the last
         # message seen instead, so the event's own time bounds everything sent before it.
-        watermark = _moment(read["watermark"]) if read.get("watermark") else timestamp
+        watermark = moment(read["watermark"], per_second=1000) if read.get("watermark") else timestamp
         return StatusUpdate(
             provider_id="", state="read", timestamp=timestamp, recipient_id=sender, watermark=watermark
         )
@@ -411,7 +407,7 @@ class MessengerConnector(MetaWebhooks, Connector):
                 self._url(channel, path), headers=self._headers(channel), timeout=HTTP_TIMEOUT, **kwargs
             )
         except httpx.HTTPError as error:
-            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+            raise network_error(error) from error
         return self._answer(response)
 
     def _answer(self, response: httpx.Response) -> dict:
@@ -447,19 +443,13 @@ class MessengerConnector(MetaWebhooks, Connector):
                     raise ProviderError(
                         classify("", "", stream.status_code), str(stream.status_code), "attachment download failed"
                     )
-                if int(stream.headers.get("Content-Length") or 0) > max_bytes:
-                    raise ProviderError(ErrorClass.FATAL, "too_large", f"{stream.headers['Content-Length']} bytes")
-                content = bytearray()
-                for chunk in stream.iter_bytes():
-                    content += chunk
-                    if len(content) > max_bytes:
-                        raise ProviderError(ErrorClass.FATAL, "too_large", f"over {max_bytes} bytes")
+                content = read_capped(stream, max_bytes)
                 served = (stream.headers.get("Content-Type") or "").split(";")[0].strip()
         except httpx.HTTPError as error:
-            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+            raise network_error(error) from error
         mime = served if served and served != "application/octet-stream" else media.get("mime_type")
         return MediaFile(
-            content=bytes(content), mime_type=mime or "application/octet-stream", filename=media.get("filename") or ""
+            content=content, mime_type=mime or "application/octet-stream", filename=media.get("filename") or ""
         )
 
 

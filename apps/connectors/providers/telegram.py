@@ -29,6 +29,8 @@ from apps.connectors.base import (
     ProviderError,
     ReachabilityUpdate,
     SendResult,
+    moment,
+    read_capped,
 )
 
 MB = 1024 * 1024
@@ -64,13 +66,6 @@ DEFAULT_MIME = {
 # ("member") the bot; in groups, when the bot is removed or added.
 MEMBER_STATUSES = {"kicked": False, "left": False, "member": True, "administrator": True}
 OUR_MESSAGE_ID = re.compile(r"-?\d+:(\d+)")
-
-
-def _timestamp(value) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(value), tz=UTC)
-    except (TypeError, ValueError):
-        return datetime.now(tz=UTC)
 
 
 def webhook_secret(channel) -> str:
@@ -195,7 +190,7 @@ class TelegramConnector(Connector):
             "provider_id": f"{chat_id}:{message_id}",
             "sender_id": str(chat_id),
             "sender_name": _full_name(user) if private else chat.get("title", ""),
-            "timestamp": _timestamp(message.get("date")),
+            "timestamp": moment(message.get("date")),
             "payload": payload,
         }
 
@@ -275,7 +270,7 @@ class TelegramConnector(Connector):
         if not isinstance(text, str):
             return []  # a live location moving, or media swapped without a caption: no new text
         common = self._sender(message)
-        when = _timestamp(message.get("edit_date") or message.get("date"))
+        when = moment(message.get("edit_date") or message.get("date"))
         return [InboundEdit(provider_id=common["provider_id"], text=text, timestamp=when)]
 
     def _parse_callback(self, channel, query: dict) -> InboundMessage:
@@ -334,7 +329,7 @@ class TelegramConnector(Connector):
             ReachabilityUpdate(
                 sender_id=str(chat["id"]),
                 reachable=MEMBER_STATUSES[status],
-                timestamp=_timestamp(update.get("date")),
+                timestamp=moment(update.get("date")),
                 sender_name=_full_name(user) if private else chat.get("title", ""),
                 reason=f"bot {status}",
             )
@@ -353,7 +348,7 @@ class TelegramConnector(Connector):
                 provider_id=f"update:{update['update_id']}",
                 sender_id=str(chat["id"]),
                 sender_name=_full_name(chat) or chat.get("title", ""),
-                timestamp=_timestamp(body.get("date")),
+                timestamp=moment(body.get("date")),
                 kind="unsupported",
                 payload={"type": kind, "raw": update},
             )
@@ -484,11 +479,7 @@ def _download(url: str, limit: int) -> tuple[bytes, str]:
             code = stream.status_code
             error_class = ErrorClass.RETRY if code >= 500 else ErrorClass.FATAL
             raise ProviderError(error_class, str(code), "media download failed")
-        content = b""
-        for chunk in stream.iter_bytes():
-            content += chunk
-            if len(content) > limit:
-                raise ProviderError(ErrorClass.FATAL, "too_large", _too_large(len(content), limit))
+        content = read_capped(stream, limit, lambda size: _too_large(size, limit))
         served_as = stream.headers.get("Content-Type", "").split(";")[0].strip()
     return content, "" if served_as in ("", "application/octet-stream") else served_as
 

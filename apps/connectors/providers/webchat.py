@@ -18,7 +18,6 @@ import uuid
 from datetime import UTC, datetime
 
 from django.core import signing
-from django.core.files.storage import default_storage
 
 from apps.connectors.base import (
     Connector,
@@ -30,6 +29,8 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    moment,
+    stored_media,
 )
 from apps.core.realtime import layer_send
 
@@ -48,13 +49,6 @@ def file_url(channel, attachment_uuid: str, visitor_id: str) -> str:
     """A link only this visitor can open (the widget lives on another site: no session there)."""
     token = signing.dumps({"a": attachment_uuid, "v": visitor_id}, salt=FILE_SALT, compress=True)
     return f"/widget/{channel.uuid}/files/{attachment_uuid}/?t={token}"
-
-
-def _when(value) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(value) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError):
-        return datetime.now(tz=UTC)
 
 
 class WebChatConnector(Connector):
@@ -78,13 +72,15 @@ class WebChatConnector(Connector):
         if item["type"] == "status":
             if item["state"] not in RECEIPT_STATES:
                 raise ParseError(f"unknown receipt state {item['state']!r}")
-            return StatusUpdate(provider_id=str(item["id"]), state=item["state"], timestamp=_when(item.get("at")))
+            return StatusUpdate(
+                provider_id=str(item["id"]), state=item["state"], timestamp=moment(item.get("at"), per_second=1000)
+            )
         upload = item.get("upload")
         return InboundMessage(
             provider_id=f"{visitor}/{item['id']}",
             sender_id=visitor,
             customer_id=customer_id,
-            timestamp=_when(item.get("sent_at")),
+            timestamp=moment(item.get("sent_at"), per_second=1000),
             kind="media" if upload else "text",
             text=str(item.get("text", "")),
             media={"id": upload["path"], "mime_type": upload["content_type"], "filename": upload["filename"]}
@@ -119,11 +115,10 @@ class WebChatConnector(Connector):
 
     def fetch_media(self, channel, media: dict, max_bytes: int) -> MediaFile:
         """The widget uploaded the file to us already (views.widget_upload); take it from there."""
-        path = media["id"]
-        if not path.startswith(f"webchat/{channel.id}/") or not default_storage.exists(path):
-            raise ProviderError(ErrorClass.FATAL, "missing_upload", "The uploaded file is gone.")
-        if default_storage.size(path) > max_bytes:
-            raise ProviderError(ErrorClass.FATAL, "too_large", "The file is larger than this channel accepts.")
-        with default_storage.open(path, "rb") as handle:
-            content = handle.read()
-        return MediaFile(content=content, mime_type=media.get("mime_type", ""), filename=media.get("filename", ""))
+        return stored_media(
+            media,
+            max_bytes,
+            under=f"webchat/{channel.id}/",
+            missing_code="missing_upload",
+            missing="The uploaded file is gone.",
+        )

@@ -41,6 +41,8 @@ from apps.connectors.base import (
     ProviderError,
     ReachabilityUpdate,
     SendResult,
+    network_error,
+    read_capped,
 )
 from apps.core.redis import get_redis, key
 
@@ -121,6 +123,7 @@ def _when(value: str) -> datetime:
 class WeChatConnector(Connector):
     kind = "wechat"
     reply_window_hours = 48
+    rate_limit_codes = frozenset({"45009", "429"})  # api freq out of limit
     # "用户发送消息: 5条, 48小时" in the sendCustomMessage reference (developers.weixin.qq.com,
     # rules in force since June 2023; before that about 20 were allowed).
     replies_per_window = 5
@@ -369,7 +372,7 @@ def _request(channel, method: str, path: str, params: dict, **kwargs) -> httpx.R
     try:
         return httpx.request(method, base.rstrip("/") + path, params=params, timeout=HTTP_TIMEOUT, **kwargs)
     except httpx.HTTPError as error:
-        raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+        raise network_error(error) from error
 
 
 def _json_or_none(response: httpx.Response) -> dict | None:
@@ -391,13 +394,9 @@ def _download(url: str, media: dict, max_bytes: int) -> MediaFile:
             if not response.is_success:
                 error_class = ErrorClass.RETRY if response.status_code >= 500 else ErrorClass.FATAL
                 raise ProviderError(error_class, str(response.status_code), "video download failed")
-            content = b""
-            for chunk in response.iter_bytes():
-                content += chunk
-                if len(content) > max_bytes:
-                    raise ProviderError(ErrorClass.FATAL, "too_large", f"over {max_bytes} bytes")
+            content = read_capped(response, max_bytes)
     except httpx.HTTPError as error:
-        raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+        raise network_error(error) from error
     return _media_file(response, content, media)
 
 

@@ -5,7 +5,6 @@ Settings: base_url (default https://graph.facebook.com), api_version (default v2
 """
 
 import json
-from datetime import UTC, datetime
 
 import httpx
 
@@ -20,6 +19,9 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    moment,
+    network_error,
+    read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
 
@@ -47,17 +49,11 @@ def classify(code: str, http_status: int | None = None) -> ErrorClass:
     return ErrorClass.FATAL
 
 
-def _timestamp(value) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(value), tz=UTC)
-    except (TypeError, ValueError):
-        return datetime.now(tz=UTC)
-
-
 class WhatsAppConnector(MetaWebhooks, Connector):
     kind = "whatsapp"
     reply_window_hours = 24
     templates = True
+    rate_limit_codes = frozenset({"130429", "131056", "429"})  # throughput, pair rate limit
     size_limits = {
         "image": 5 * MB,
         "video": 16 * MB,
@@ -108,7 +104,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
             "sender_id": sender,
             "sender_name": names.get(sender, ""),
             "sender_phone": f"+{sender}",
-            "timestamp": _timestamp(message.get("timestamp")),
+            "timestamp": moment(message.get("timestamp")),
             "reply_to_provider_id": (message.get("context") or {}).get("id", ""),
         }
         referral = {"referral": message["referral"]} if message.get("referral") else {}
@@ -160,7 +156,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
         return StatusUpdate(
             provider_id=provider_id,
             state=state,
-            timestamp=_timestamp(status.get("timestamp")),
+            timestamp=moment(status.get("timestamp")),
             recipient_id=status.get("recipient_id", ""),
             error_code=str(first.get("code", "")) if first else "",
             error_reason=" — ".join(
@@ -277,7 +273,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
                 **kwargs,
             )
         except httpx.HTTPError as error:
-            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+            raise network_error(error) from error
         return self._answer(response)
 
     def _answer(self, response: httpx.Response) -> dict:
@@ -316,12 +312,8 @@ class WhatsAppConnector(MetaWebhooks, Connector):
                         str(stream.status_code),
                         "media download failed",
                     )
-                content = b""
-                for chunk in stream.iter_bytes():
-                    content += chunk
-                    if len(content) > max_bytes:
-                        raise ProviderError(ErrorClass.FATAL, "too_large", f"over {max_bytes} bytes")
+                content = read_capped(stream, max_bytes)
         except httpx.HTTPError as error:
-            raise ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__) from error
+            raise network_error(error) from error
         mime = info.get("mime_type") or media.get("mime_type") or "application/octet-stream"
         return MediaFile(content=content, mime_type=mime, filename=media.get("filename") or "")

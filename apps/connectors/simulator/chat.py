@@ -22,6 +22,8 @@ Control verbs every such provider answers (JSON; `kind` picks the provider):
   concurrent, content_type?}`: the same bytes posted `times` times; `{statuses}`.
 - `POST /_simulator/read` `{kind, channel, user}`: the customer read the thread; `{status}`.
 - `POST /_simulator/verify` `{kind, channel}`: the provider's handshake; `{status, ok, body}`.
+- `POST /_simulator/window` `{kind, channel, user, hours_ago}`: the customer last wrote that long
+  ago (null: never); `{user, window_open}`.
 - `POST /_simulator/faults` `{kind, channel, status, body, count=1, headers?}`: the next
   `count` API calls answer that; 201 `{pending}`.
 - `GET /_simulator/thread?kind=&channel=&user=`: `{channel, user, window_open, messages}`,
@@ -222,6 +224,7 @@ class ChatProvider(Provider):
             ("GET", "outbox"): self._outbox,
             ("GET", "webhooks"): self._webhooks,
             ("GET", "chat-media"): self._media_bytes,
+            ("POST", "window"): self._set_window,
         }
 
     def _inbound(self, request: Request) -> Response:
@@ -315,6 +318,22 @@ class ChatProvider(Provider):
         url, raw, headers = wire
         delivery = self.post_webhook(channel, url, raw, headers, what="read")
         return json_response({"status": delivery.status})
+
+    def _set_window(self, request: Request) -> Response:
+        """Moves the customer's last message `hours_ago` back (null: they never wrote), so a test
+        can step outside the provider's window without waiting."""
+        body = request.json_object()
+        channel = self.require_channel(body)
+        user = str(body.get("user") or "")
+        if not user:
+            raise ControlError("user is required")
+        hours_ago = body.get("hours_ago")
+        with self.lock:
+            if hours_ago is None:
+                self.last_inbound.pop((channel["id"], user), None)
+            else:
+                self.last_inbound[(channel["id"], user)] = time.time() - float(hours_ago) * 3600
+        return json_response({"user": user, "window_open": self.window_open(channel["id"], user)})
 
     def _verify(self, request: Request) -> Response:
         return json_response(self.handshake(self.require_channel(request.json_object())))

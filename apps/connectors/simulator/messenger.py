@@ -125,12 +125,6 @@ class Messenger(ChatProvider):
     def api_routes(self):
         return [*super().api_routes(), route("POST", r"/(?P<page_id>[^/_][^/]*)/messages", self._send)]
 
-    def control_verbs(self):
-        return {
-            **super().control_verbs(),
-            ("POST", "window"): self._set_window,
-        }
-
     # Send API ------------------------------------------------------------------------------------
 
     def _send(self, request: Request, page_id: str) -> Response | None:
@@ -375,20 +369,6 @@ class Messenger(ChatProvider):
         if not channel.get("webhook_url"):
             raise ControlError(f"{self.kind} channel {channel['id']} has no webhook_url", 409)
         return str(channel["webhook_url"])
-
-    def _set_window(self, request: Request) -> Response:
-        body = request.json_object()
-        channel = self.require_channel(body)
-        user = str(body.get("user") or "")
-        if not user:
-            raise ControlError("user is required")
-        hours_ago = body.get("hours_ago")
-        with self.lock:
-            if hours_ago is None:
-                self.last_inbound.pop((channel["id"], user), None)
-            else:
-                self.last_inbound[(channel["id"], user)] = time.time() - float(hours_ago) * 3600
-        return json_response({"user": user, "window_open": self.window_open(channel["id"], user)})
 
 
 class Instagram(Messenger):

@@ -426,21 +426,8 @@ class WeChat(ChatProvider):
     def control_verbs(self):
         return {
             **super().control_verbs(),
-            ("POST", "window"): self._set_window,
             ("POST", "tokens/expire"): self._expire_tokens,
         }
-
-    def _set_window(self, request: Request) -> Response:
-        body = request.json_object()
-        channel = self.require_channel(body)
-        user = str(body.get("user") or "")
-        hours_ago = body.get("hours_ago")
-        with self.lock:
-            if hours_ago is None:
-                self.last_inbound.pop((channel["id"], user), None)
-            else:
-                self.last_inbound[(channel["id"], user)] = time.time() - float(hours_ago) * 3600
-        return json_response({"user": user, "window_open": self.window_open(channel["id"], user)})
 
     def _expire_tokens(self, request: Request) -> Response:
         channel = self.require_channel(request.json_object())

@@ -5,7 +5,9 @@ idempotently (a provider's id is unique per channel). Outbound: `message_send` r
 message as queued, and after commit `tasks.deliver_message` sends it."""
 
 import base64
+import dataclasses
 import logging
+import re
 import time
 from datetime import timedelta
 
@@ -267,9 +269,6 @@ def _numbered_choice(conversation: Conversation, channel, inbound: InboundMessag
     """On channels where a menu goes out as a numbered list (email, WeChat, the custom channel),
     a customer's bare "2" answers the last menu sent: it becomes the same neutral choice a
     WhatsApp button or a Telegram keyboard press gives."""
-    import dataclasses
-    import re
-
     number = re.fullmatch(r"\s*(\d{1,2})[.)]?\s*", inbound.text or "")
     if inbound.kind != Message.Kind.TEXT or number is None or not connector_for(channel).numbered_menus:
         return inbound
@@ -364,8 +363,6 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
         _watermark_apply(channel, update)
         return
     messages = Message.objects.filter(channel=channel, provider_id=update.provider_id)
-    if update.state == "failed" and update.error_code.startswith("bounce 5.1."):
-        _bounced_recipient_unreachable(channel, update.provider_id)
     if update.state == "failed":
         below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
         changed = messages.filter(state__in=below).update(
@@ -387,17 +384,6 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
     # never sent (typed in Meta's Page inbox, a caption sent on its own): dropped.
     elif update.timestamp > timezone.now() - timedelta(minutes=5) and not messages.exists():
         raise StatusForUnknownMessage(update.provider_id)
-
-
-def _bounced_recipient_unreachable(channel, provider_id: str) -> None:
-    """A hard bounce (no such mailbox): nothing more is queued to that address."""
-    from apps.contacts.models import ContactIdentity
-
-    message = Message.objects.filter(channel=channel, provider_id=provider_id).select_related("conversation").first()
-    if message is not None:
-        ContactIdentity.objects.filter(channel=channel, contact_id=message.conversation.contact_id).update(
-            reachable=False
-        )
 
 
 def _watermark_apply(channel, update: StatusUpdate) -> None:
@@ -716,9 +702,6 @@ def _publish_conversation(conversation: Conversation) -> dict:
 # Delivery (called by tasks.deliver_message) ---------------------------------------------------
 
 MAX_SEND_ATTEMPTS = 8
-# Provider codes that mean "this channel is sending too fast": every worker slows down, not just
-# this message (WhatsApp 130429 / 131056, Telegram and HTTP 429, Meta's Send API 4, 17, 32, 613).
-RATE_LIMIT_CODES = frozenset({"130429", "131056", "429", "4", "17", "32", "613", "80006", "45009"})
 INTERRUPTED = (
     "interrupted",
     "Sending was interrupted by a worker restart; it may not have reached the customer. Check before resending.",
@@ -862,7 +845,7 @@ def _handle_send_error(message: Message, error, channel, slow_down) -> None:
     from apps.connectors.base import ErrorClass
 
     if error.error_class == ErrorClass.RETRY:
-        if error.code in RATE_LIMIT_CODES or error.retry_after:
+        if error.code in connector_for(channel).rate_limit_codes or error.retry_after:
             slow_down(f"channel:{channel.id}", error.retry_after or 2.0, channel.rate_limit_per_second)
         if message.attempts + 1 < MAX_SEND_ATTEMPTS:
             Message.objects.filter(pk=message.pk).update(

@@ -199,8 +199,7 @@ class Command(BaseCommand):
         ]
         registrations += [
             simulator_registration(channel)
-            for channel in Channel.objects.filter(kind__in=DEMO_KINDS, settings__base_url=settings.SIMULATOR_URL)
-            if channel.settings.get("demo")
+            for channel in Channel.objects.filter(settings__base_url=settings.SIMULATOR_URL, settings__has_key="demo")
         ]
         SIMULATOR_CHANNELS.parent.mkdir(parents=True, exist_ok=True)
         SIMULATOR_CHANNELS.write_text(json.dumps(registrations, indent=2))
@@ -217,9 +216,6 @@ class Command(BaseCommand):
             )
             lines.append(f"  {spec['username']:<8} {described}")
         return "\n".join(lines)
-
-
-DEMO_KINDS = ("messenger", "instagram", "telegram", "wechat", "email", "custom")
 
 
 def demo_channel_config(spec: dict) -> tuple[dict, dict]:
