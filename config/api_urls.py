@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("apps.connectors.api.urls")),
     path("", include("apps.conversations.api.urls")),
     path("", include("apps.contacts.api.urls")),
+    path("", include("apps.workflows.api.urls")),
 ]
 
 # Anything else under /api/v1/ answers with the API's JSON 404, not an HTML page.

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "apps.connectors",
     "apps.contacts",
     "apps.conversations",
+    "apps.workflows",
 ]
 
 MIDDLEWARE = [

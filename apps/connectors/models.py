@@ -20,6 +20,7 @@ class ChannelKind(models.TextChoices):
     WECHAT = "wechat", "WeChat"
     EMAIL = "email", _("Email")
     CUSTOM = "custom", _("Custom (your app)")
+    SANDBOX = "sandbox", _("Try-it sandbox: nothing leaves Parley")
 
 
 def _verify_token() -> str:

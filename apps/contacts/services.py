@@ -380,11 +380,17 @@ def contact_upsert(*, workspace_id: int, data: dict) -> tuple[Contact, bool]:
 
 
 def contact_tags_change(*, contact: Contact, add=(), remove=()) -> Contact:
+    """Adds and removes tags; a tag newly added may start a workflow (trigger "tag added")."""
+    had = set(contact.tags.values_list("pk", flat=True))
     contact.tags.add(*add)
     contact.tags.remove(*remove)
     from apps.connectors.services import webhook_emit
+    from apps.workflows.services import contact_event_on_commit
 
     webhook_emit(workspace_id=contact.workspace_id, event="contact.updated", data=_hook(contact))
+    for tag in add:
+        if tag.pk not in had:
+            contact_event_on_commit(contact_id=contact.pk, trigger="tag_added", details={"tag": tag.name})
     return contact
 
 
@@ -419,8 +425,12 @@ def order_upsert(*, workspace_id: int, data: dict, contact: Contact | None = Non
     if order.contact_id and order.status in ("paid", "shipped", "delivered") and previous in (None, "created"):
         _contact_purchased(order.contact, order.placed_at)
     from apps.connectors.services import webhook_emit
+    from apps.workflows.services import contact_event_on_commit
 
     webhook_emit(workspace_id=workspace_id, event="order.updated", data=order_payload(order))
+    if order.contact_id and order.status != previous:
+        details = {"status": order.status, "order": {"number": order.external_id, "status_code": order.status}}
+        contact_event_on_commit(contact_id=order.contact_id, trigger="order_event", details=details)
     return order, created
 
 

@@ -96,6 +96,23 @@ class Conversation(WorkspaceScoped):
     )
     csat_score = models.PositiveSmallIntegerField(null=True, blank=True)
     csat_comment = models.TextField(blank=True)
+    csat_agent = models.ForeignKey(
+        "workspaces.Membership",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rated_conversations",
+        help_text=_("Who handled the conversation the customer rated."),
+    )
+    queued_at = models.DateTimeField(
+        _("queued since"),
+        null=True,
+        blank=True,
+        help_text=_("Waiting in its team's queue for a free agent; the longest waiting is assigned first."),
+    )
+    automation_cursor = models.BigIntegerField(
+        default=0, editable=False, help_text=_("The last customer message the workflows have seen.")
+    )
     tags = models.ManyToManyField("contacts.Tag", blank=True, related_name="conversations", verbose_name=_("tags"))
     closing_summary = models.TextField(_("closing summary"), blank=True)
 
@@ -109,6 +126,10 @@ class Conversation(WorkspaceScoped):
             # filters any status on the way (bench/inbox.py has the plans).
             models.Index(fields=["workspace", "assignee", "-last_message_at", "-id"], name="conversation_mine_recent"),
             models.Index(fields=["workspace", "team", "-last_message_at", "-id"], name="conversation_team_recent"),
+            # A team's queue, longest waiting first.
+            models.Index(
+                fields=["team", "queued_at"], condition=Q(queued_at__isnull=False), name="conversation_team_queue"
+            ),
         ]
         ordering = ["-last_message_at"]
         verbose_name = _("conversation")
@@ -278,6 +299,7 @@ class Notification(WorkspaceScoped):
     class Kind(models.TextChoices):
         ASSIGNED = "assigned", _("Assigned to you")
         MENTION = "mention", _("Mentioned you")
+        CSAT_LOW = "csat_low", _("Low satisfaction rating")
 
     recipient = models.ForeignKey("workspaces.Membership", on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=10, choices=Kind.choices)

@@ -44,6 +44,20 @@ def _tag_ids(conversation) -> list[int]:
     return sorted(tag.pk for tag in conversation.tags.all())
 
 
+_NOT_ANNOTATED = object()
+
+
+def _bot(conversation) -> str | None:
+    """The workflow handling the conversation now, if any: annotated on lists
+    (selectors.with_bot), else looked up (one query)."""
+    annotated = getattr(conversation, "active_bot", _NOT_ANNOTATED)
+    if annotated is not _NOT_ANNOTATED:
+        return annotated
+    from apps.conversations.selectors import conversation_active_bot
+
+    return conversation_active_bot(conversation_id=conversation.id)
+
+
 def conversation_event(conversation) -> dict:
     """A conversation as an inbox row shows it (the API's list serializer reuses it)."""
     return {
@@ -67,6 +81,8 @@ def conversation_event(conversation) -> dict:
         "window_expires_at": _iso(conversation.window_expires_at),
         "closed_at": _iso(conversation.closed_at),
         "csat_score": conversation.csat_score,
+        "queued_at": _iso(conversation.queued_at),
+        "bot": _bot(conversation),
     }
 
 

@@ -24,7 +24,7 @@ def message_timeline(*, conversation: Conversation) -> QuerySet[Message]:
 
 # The inbox -----------------------------------------------------------------------------------
 
-INBOX_VIEWS = ("mine", "unassigned", "team", "all")
+INBOX_VIEWS = ("mine", "unassigned", "team", "queue", "all")
 # What the inbox list never shows, of the contact and channel it joins.
 LIST_DEFERRED = (
     "contact__phone",
@@ -40,13 +40,17 @@ LIST_DEFERRED = (
 
 
 def inbox_view_filter(queryset: QuerySet[Conversation], *, view: str, membership) -> QuerySet[Conversation]:
-    """Mine, Unassigned, My teams, All. An API token (no membership) sees All."""
+    """Mine, Unassigned, My teams, Queue (waiting in a team's queue for a free agent), All. An API
+    token (no membership) sees All. The list orders the queue with `ordering=queued_at`."""
     if view == "mine":
         return queryset.filter(assignee=membership) if membership else queryset.none()
     if view == "unassigned":
         return queryset.filter(assignee__isnull=True)
     if view == "team":
         return queryset.filter(team__in=membership.teams.all()) if membership else queryset.none()
+    if view == "queue":
+        queued = queryset.filter(queued_at__isnull=False, assignee__isnull=True)
+        return queued.exclude(status=Conversation.Status.CLOSED)
     return queryset
 
 
@@ -120,12 +124,32 @@ def with_tag_ids(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
     )
 
 
+def with_bot(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """Each row's bot (the name of the workflow it follows now, or null) in the same query: one
+    probe per row on the index of active runs (run_one_active)."""
+    from django.db.models import OuterRef, Subquery
+
+    from apps.workflows.models import Run
+
+    active = Run.objects.filter(conversation_id=OuterRef("pk"), state__in=Run.ACTIVE).values("workflow__name")[:1]
+    return queryset.annotate(active_bot=Subquery(active))
+
+
+def conversation_active_bot(*, conversation_id: int) -> str | None:
+    from apps.workflows.models import Run
+
+    active = Run.objects.filter(conversation_id=conversation_id, state__in=Run.ACTIVE)
+    return active.values_list("workflow__name", flat=True).first()
+
+
 def contact_conversations(*, contact) -> QuerySet[Conversation]:
-    return with_last_message(
-        Conversation.objects.filter(workspace_id=contact.workspace_id, contact=contact)
-        .select_related("contact", "channel")
-        .prefetch_related("tags")
-        .order_by("-last_message_at", "-id")
+    return with_bot(
+        with_last_message(
+            Conversation.objects.filter(workspace_id=contact.workspace_id, contact=contact)
+            .select_related("contact", "channel")
+            .prefetch_related("tags")
+            .order_by("-last_message_at", "-id")
+        )
     )
 
 
@@ -144,12 +168,13 @@ def conversation_get(*, workspace_id: int, pk: int) -> Conversation | None:
 
 def inbox_bootstrap(*, context, user) -> dict:
     """Everything the inbox page needs before its first request: who I am, my colleagues, teams,
-    tags, channels, quick replies, approved templates, unread notifications. Loaded once with the
-    page; kept current by the websocket."""
+    tags, channels, quick replies, approved templates, unread notifications, the bots an agent may
+    start from the conversation's header. Loaded once with the page; kept current by the websocket."""
     from apps.connectors.models import Channel, MessageTemplate
     from apps.contacts.models import Tag
     from apps.conversations.models import Notification, QuickReply
     from apps.conversations.payloads import notification_event
+    from apps.workflows.selectors import shortcut_workflows
     from apps.workspaces.models import Team
 
     workspace, membership = context.workspace, context.membership
@@ -159,6 +184,7 @@ def inbox_bootstrap(*, context, user) -> dict:
     quick_replies = QuickReply.objects.filter(workspace=workspace).filter(Q(team__isnull=True) | Q(team__in=my_teams))
     templates = MessageTemplate.objects.filter(workspace=workspace, status=MessageTemplate.Status.APPROVED)
     notifications = Notification.objects.filter(recipient=membership, read_at__isnull=True)[:50]
+    shortcuts = shortcut_workflows(workspace_id=workspace.pk)
     return {
         "me": {
             "user_id": user.pk,
@@ -205,7 +231,13 @@ def inbox_bootstrap(*, context, user) -> dict:
             for t in templates
         ],
         "notifications": [notification_event(n) for n in notifications],
+        "workflows": [{"id": w.pk, "name": w.name, "shortcut": _shortcut_of(w.trigger_settings)} for w in shortcuts],
     }
+
+
+def _shortcut_of(trigger_settings) -> str:
+    shortcut = trigger_settings.get("shortcut") if isinstance(trigger_settings, dict) else None
+    return shortcut if isinstance(shortcut, str) else ""
 
 
 def _channel_for_inbox(channel) -> dict:

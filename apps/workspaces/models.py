@@ -173,6 +173,19 @@ class Team(WorkspaceScoped):
         verbose_name=_("categories"),
         help_text=_("Conversation categories this team handles, e.g. orders, complaints."),
     )
+    # The queue: when nobody is free, routed conversations wait here; past these figures it is
+    # "peak load" and the bot tells customers the expected wait.
+    queue_busy_length = models.PositiveIntegerField(
+        _("busy when the queue is longer than"), default=10, help_text=_("Conversations waiting.")
+    )
+    queue_busy_wait_minutes = models.PositiveIntegerField(
+        _("busy when the expected wait exceeds (minutes)"), default=15
+    )
+    average_handle_minutes = models.PositiveIntegerField(
+        _("average handling time (minutes)"),
+        default=6,
+        help_text=_("Used to estimate a queued customer's wait: position × this ÷ agents on shift."),
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="team_unique_name")]
@@ -243,6 +256,9 @@ class AgentStatus(WorkspaceScoped):
         help_text=_("The most open conversations this agent takes at once."),
     )
     changed_at = models.DateTimeField(_("status changed at"), auto_now_add=True)
+    last_assigned_at = models.DateTimeField(
+        _("last assigned at"), null=True, blank=True, help_text=_("Round-robin routing picks who waited longest.")
+    )
     last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True)
 
     class Meta:

@@ -107,8 +107,11 @@ def _within(moment: datetime, day_start: datetime, start, end) -> bool:
 
 
 def team_is_on_shift(*, team: Team, at: datetime) -> bool:
-    """Whether the team works at `at`, in its workspace's time zone, holidays included."""
+    """Whether the team works at `at`, in its workspace's time zone, holidays included. A team
+    with no weekly shifts at all works around the clock, except on the days marked closed."""
     local = at.astimezone(team.workspace.tz)
+    if not Shift.objects.filter(team=team).exists():
+        return not ShiftException.objects.filter(team=team, date=local.date(), closed=True).exists()
     for day_offset in (0, -1):  # yesterday's overnight shift may still be running
         day = (local + timedelta(days=day_offset)).replace(hour=0, minute=0, second=0, microsecond=0)
         exception = ShiftException.objects.filter(team=team, date=day.date()).first()

@@ -84,6 +84,7 @@ def agent_status_set(
         agent, _ = AgentStatus.objects.select_for_update().get_or_create(
             membership=membership, defaults={"workspace_id": membership.workspace_id}
         )
+        was_online, previous_capacity = agent.status == AgentStatus.Status.ONLINE, agent.capacity
         fields = ["last_seen_at"]
         agent.last_seen_at = now
         if status is not None and status != agent.status:
@@ -94,7 +95,16 @@ def agent_status_set(
             fields.append("capacity")
         agent.save(update_fields=fields)
         _publish_agent_status(agent, membership, reason)
+        if agent.status == AgentStatus.Status.ONLINE and (not was_online or agent.capacity > previous_capacity):
+            _queues_dispatch_on_commit(membership)
     return agent
+
+
+def _queues_dispatch_on_commit(membership: Membership) -> None:
+    """The agent can take more: their teams' queues are served once this commits."""
+    from apps.workflows import routing  # workflows builds on workspaces, not the other way round
+
+    routing.queues_dispatch_on_commit(routing.teams_of(membership))
 
 
 def _publish_agent_status(agent: AgentStatus, membership: Membership, reason: str) -> None:

@@ -1,6 +1,6 @@
 // The live inbox (/inbox/): the conversation list with its views and filters, the customer's
 // whole timeline across channels, the reply box, the acts on a conversation, the customer panel,
-// presence, notifications and keyboard shortcuts. Reads and writes go through the REST API
+// presence, notifications, keyboard shortcuts, and the bots (workflows) an agent may start or stop. Reads and writes go through the REST API
 // (api.js); everything else arrives over the websocket (live.js).
 import {api, ApiError} from "./api.js";
 import {Live} from "./live.js";
@@ -18,6 +18,7 @@ const S = {
   teams: byId(boot.teams),
   tags: byId(boot.tags),
   channels: byId(boot.channels),
+  workflows: boot.workflows || [],  // the shortcut workflows an agent may start from the header
   view: localStorage.getItem("parley:view") || "mine",
   rows: new Map(),
   order: [],
@@ -74,6 +75,7 @@ function showError(target, error) {
 function filters() {
   const data = new FormData($("#filters"));
   const params = new URLSearchParams({view: S.view, limit: "50"});
+  if (S.view === "queue") params.set("ordering", "queued_at");  // longest waiting first
   for (const [name, value] of data.entries()) if (value) params.set(name, value);
   return params;
 }
@@ -83,6 +85,7 @@ async function loadList() {
   S.rows = new Map(page.results.map((row) => [row.id, row]));
   S.order = page.results.map((row) => row.id);
   S.next = page.next;
+  sortRows();
   renderList();
 }
 
@@ -91,6 +94,7 @@ async function loadMore() {
   const page = await api(S.next);
   for (const row of page.results) if (!S.rows.has(row.id)) { S.rows.set(row.id, row); S.order.push(row.id); }
   S.next = page.next;
+  sortRows();
   renderList();
 }
 
@@ -100,6 +104,7 @@ function matchesView(row) {
   if (S.view === "mine" && row.assignee_id !== S.me.membership_id) return false;
   if (S.view === "unassigned" && row.assignee_id !== null) return false;
   if (S.view === "team" && !S.me.team_ids.includes(row.team_id)) return false;
+  if (S.view === "queue" && !inQueue(row)) return false;
   if (data.status && row.status !== data.status) return false;
   if (data.channel && row.channel_id !== Number(data.channel)) return false;
   if (data.team && row.team_id !== Number(data.team)) return false;
@@ -108,6 +113,12 @@ function matchesView(row) {
   if (data.category && row.category !== data.category) return false;
   if (data.language && row.language !== data.language) return false;
   return true;
+}
+
+// Newest activity first; the queue longest waiting first.
+function sortRows() {
+  const key = (id) => S.rows.get(id)[S.view === "queue" ? "queued_at" : "last_message_at"] || "";
+  S.order.sort(S.view === "queue" ? (a, b) => key(a).localeCompare(key(b)) : (a, b) => key(b).localeCompare(key(a)));
 }
 
 function upsertRow(row) {
@@ -119,10 +130,21 @@ function upsertRow(row) {
   } else {
     S.rows.set(row.id, merged);
     S.order = [row.id, ...S.order.filter((id) => id !== row.id)];
-    S.order.sort((a, b) => (S.rows.get(b).last_message_at || "").localeCompare(S.rows.get(a).last_message_at || ""));
+    sortRows();
   }
   if (S.current && S.current.id === row.id) { S.current = {...S.current, ...row}; renderHead(); }
   renderList();
+}
+
+const inQueue = (row) => Boolean(row.queued_at) && row.assignee_id === null && row.status !== "closed";
+const botBadge = (row) => (row.bot ? el("span", {class: "bot", title: _("A bot is handling this conversation"), text: `🤖 ${row.bot}`}) : null);
+
+function queueLine(row) {
+  if (!inQueue(row)) return null;
+  const team = row.team_id ? (S.teams.get(row.team_id) || {}).name : "";
+  return el("div", {class: "row-queue", text: [
+    _("in queue"), team ? interpolate(_("team %s"), [team]) : "", interpolate(_("waiting %s"), [ago(row.queued_at)]),
+  ].filter(Boolean).join(" · ")});
 }
 
 function renderList() {
@@ -138,12 +160,14 @@ function renderList() {
       el("div", {class: "row-top"},
         el("span", {class: `channel ${row.channel_kind}`, text: channelLabel(row.channel_kind)}),
         el("strong", {class: "name", text: row.contact_name}),
+        botBadge(row),
         row.unread_count ? el("span", {class: "badge", text: String(row.unread_count)}) : null),
       el("div", {class: "row-bottom"},
         el("span", {class: "preview", text: preview}),
         row.waiting_since && row.status === "open"
           ? el("span", {class: `waiting ${waitingClass(row)}`, title: _("Waiting for a reply"), text: ago(row.waiting_since)})
-          : el("span", {class: "muted", text: ago(row.last_message_at)})));
+          : el("span", {class: "muted", text: ago(row.last_message_at)})),
+      queueLine(row));
   }));
   $("#more").hidden = !S.next;
   updateTitle();
@@ -195,7 +219,41 @@ function renderHead() {
     $("[data-action=take-over]").hidden = false;
   }
   $("[data-action=priority]").value = row.priority;
+  renderBot(row);
   renderComposer();
+}
+
+// --- bots: the header says which one handles the conversation; agents start and stop them ------
+function renderBot(row) {
+  $("#thread-bot").hidden = !row.bot;
+  $("#thread-bot").textContent = row.bot ? `🤖 ${row.bot}` : "";
+  $("[data-action=stop-bot]").hidden = !row.bot;
+  const menu = $("[data-action=run-bot]");
+  menu.hidden = !S.workflows.length || row.status === "closed";
+  menu.value = "";
+}
+
+async function runBot(workflowId) {
+  const id = S.current.id;
+  try {
+    await api(`workflows/${workflowId}/start/`, {method: "POST", json: {conversation: id, replace: true}});
+    upsertRow(await api(`conversations/${id}/`));
+  } catch (error) {
+    showError("#composer-error", error);
+  } finally {
+    $("[data-action=run-bot]").value = "";
+  }
+}
+
+async function stopBot() {
+  const id = S.current.id;
+  try {
+    const runs = await api(`workflow-runs/?conversation=${id}&active=true`);
+    for (const run of runs.results) await api(`workflow-runs/${run.id}/cancel/`, {method: "POST", json: {}});
+    upsertRow(await api(`conversations/${id}/`));
+  } catch (error) {
+    showError("#composer-error", error);
+  }
 }
 
 const TICKS = {queued: "…", sending: "…", sent: "✓", delivered: "✓✓", read: "✓✓", failed: "⚠"};
@@ -374,11 +432,17 @@ async function sendTemplate() {
 function suggest() {
   const box = $("#reply");
   const before = box.value.slice(0, box.selectionStart);
+  const bot = before.match(/(?:^|\s)\/bot\s+([\w-]*)$/);
   const slash = before.match(/(?:^|\s)\/([\w-]*)$/);
   const at = before.match(/(?:^|\s)@([\w.+-]*)$/);
   const list = $("#suggestions");
   let items = [];
-  if (slash) {
+  if (bot && S.workflows.length) {
+    const term = bot[1].toLowerCase();
+    items = S.workflows
+      .filter((w) => w.shortcut.toLowerCase().startsWith(term) || w.name.toLowerCase().includes(term))
+      .map((w) => ({label: `/bot ${w.shortcut} — 🤖 ${w.name}`, run: w, length: bot[0].trimStart().length}));
+  } else if (slash) {
     const term = slash[1].toLowerCase();
     items = boot.quick_replies
       .filter((q) => q.shortcut.toLowerCase().includes(term) || q.text.toLowerCase().includes(term))
@@ -402,6 +466,12 @@ function suggest() {
 function applySuggestion(item) {
   const box = $("#reply");
   const start = box.selectionStart - item.length;
+  if (item.run) {  // `/bot survey` starts the workflow instead of writing anything
+    box.value = box.value.slice(0, start) + box.value.slice(box.selectionStart);
+    $("#suggestions").hidden = true;
+    runBot(item.run.id);
+    return;
+  }
   box.value = box.value.slice(0, start) + item.insert + box.value.slice(box.selectionStart);
   box.selectionStart = box.selectionEnd = start + item.insert.length;
   $("#suggestions").hidden = true;
@@ -509,6 +579,7 @@ const ACTIONS = {
   }),
   reopen: () => act("reopen/", {}),
   "toggle-panel": () => { $("#contact-pane").hidden = !$("#contact-pane").hidden; },
+  "stop-bot": () => stopBot(),
 };
 
 async function reloadTimeline() {
@@ -563,14 +634,14 @@ async function loadOrders(contactId) {
   try {
     const found = await api(`contacts/${contactId}/orders/`);
     if (!S.contact || S.contact.id !== contactId) return;
-    box.replaceChildren(
+    box.replaceChildren(...[
       found.notice ? el("p", {class: "muted", text: found.notice}) : null,
       found.orders.length ? el("ul", {class: "orders"}, found.orders.map((order) => el("li", {},
         el("strong", {text: `#${order.external_id}`}), ` ${_(order.status || "")} `,
         order.total ? el("span", {class: "muted", text: `${order.total} ${order.currency || ""}`}) : null,
         order.tracking_url ? [" ", el("a", {href: order.tracking_url, target: "_blank", rel: "noopener", text: _("track")})] : null,
         order.tracking_number && !order.tracking_url ? el("span", {class: "muted", text: ` ${order.courier || ""} ${order.tracking_number}`}) : null,
-      ))) : el("p", {class: "muted", text: _("No orders.")}));
+      ))) : el("p", {class: "muted", text: _("No orders.")})].filter(Boolean));
   } catch (error) {
     box.textContent = error.message;
   }
@@ -735,6 +806,7 @@ const live = new Live({
 
 function fillFilterChoices() {
   const add = (name, items, label) => $(`#filters [name=${name}]`).append(...items.map((item) => el("option", {value: item.id, text: label(item)})));
+  $("[data-action=run-bot]").append(...S.workflows.map((w) => el("option", {value: w.id, text: `🤖 ${w.name}${w.shortcut ? ` (/bot ${w.shortcut})` : ""}`})));
   add("channel", boot.channels, (c) => `${c.name} (${channelLabel(c.kind)})`);
   add("team", boot.teams, (t) => t.name);
   add("tag", boot.tags, (t) => t.name);
@@ -770,6 +842,7 @@ function start() {
   $$("[data-action]").forEach((control) => {
     const name = control.dataset.action;
     if (name === "priority") control.addEventListener("change", () => act("", {priority: control.value}));
+    else if (name === "run-bot") control.addEventListener("change", () => control.value && runBot(Number(control.value)));
     else control.addEventListener("click", () => ACTIONS[name]());
   });
   $("#presence").addEventListener("change", (event) => setPresence(event.target.value));

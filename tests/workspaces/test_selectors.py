@@ -40,6 +40,15 @@ def test_the_calendar_the_tests_rely_on():
 # team_is_on_shift -----------------------------------------------------------------------------
 
 
+def test_a_team_without_shifts_works_around_the_clock_except_on_its_holidays(team):
+    from apps.workspaces.models import ShiftException
+
+    assert team_is_on_shift(team=team, at=cairo(MONDAY, 3)) is True
+    ShiftException.objects.create(workspace=team.workspace, team=team, date=cairo(MONDAY, 3).date(), closed=True)
+    assert team_is_on_shift(team=team, at=cairo(MONDAY, 3)) is False
+    assert team_is_on_shift(team=team, at=cairo(TUESDAY, 3)) is True
+
+
 def test_day_shift_is_on_at_local_morning(team):
     make_shift(team, weekday=0, starts_at=time(9), ends_at=time(17))
 

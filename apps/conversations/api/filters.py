@@ -6,8 +6,9 @@ from apps.core.api.filters import IdFilter, MomentFilter
 
 
 class ConversationFilter(filters.FilterSet):
-    """The inbox's list and the API's: a view (mine, unassigned, team, all), the usual fields,
-    and `q` to search by contact name, phone, email or message text."""
+    """The inbox's list and the API's: a view (mine, unassigned, team, queue, all), the usual
+    fields, and `q` to search by contact name, phone, email or message text. Every row also says
+    which bot (workflow) handles it now, in the same query."""
 
     view = filters.ChoiceFilter(choices=[(v, v) for v in selectors.INBOX_VIEWS], method="filter_view")
     status = filters.MultipleChoiceFilter(choices=Conversation.Status.choices, distinct=False)
@@ -34,6 +35,9 @@ class ConversationFilter(filters.FilterSet):
             "language",
             "priority",
         )
+
+    def filter_queryset(self, queryset):
+        return selectors.with_bot(super().filter_queryset(queryset))
 
     def filter_view(self, queryset, name, value):
         return selectors.inbox_view_filter(queryset, view=value, membership=getattr(self.request, "membership", None))

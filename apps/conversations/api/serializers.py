@@ -11,6 +11,9 @@ from apps.workspaces.models import Membership, Team
 class ConversationSerializer(serializers.ModelSerializer):
     contact_name = serializers.CharField(source="contact.name", read_only=True)
     channel_kind = serializers.CharField(source="channel.kind", read_only=True)
+    bot = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The workflow handling the conversation now, or null."
+    )
 
     class Meta:
         model = Conversation
@@ -34,6 +37,8 @@ class ConversationSerializer(serializers.ModelSerializer):
             "waiting_since",
             "unread_count",
             "authorized",
+            "queued_at",
+            "bot",
         )
         read_only_fields = fields
 

@@ -41,7 +41,7 @@ def _name(user) -> str:
 
 
 def _locked(conversation: Conversation) -> Conversation:
-    return Conversation.objects.select_for_update().select_related("contact", "channel").get(pk=conversation.pk)
+    return Conversation.objects.select_for_update(of=("self",)).select_related("contact", "channel").get(pk=conversation.pk)
 
 
 def _event(conversation: Conversation, actor, action: str, text: str, **details) -> Message:
@@ -102,9 +102,13 @@ def conversation_assign(
             details["team_id"] = getattr(team, "pk", None)
         if not fields:
             return conversation
+        previous = conversation.assignee
         if conversation.status == Conversation.Status.CLOSED:
             fields.update(status=Conversation.Status.OPEN, closed_at=None)
+        if fields.get("assignee") is not None:
+            fields["queued_at"] = None  # out of the team's queue
         _save(conversation, fields, origin=origin)
+        _after_reassign(conversation, actor, previous, fields)
         _event(conversation, actor, "transferred" if note else "assigned", _assign_text(actor, fields), **details)
         if note.strip():
             from apps.conversations.services.messages import note_add
@@ -120,6 +124,18 @@ def conversation_assign(
                 recipient=fields["assignee"], kind=Notification.Kind.ASSIGNED, conversation=conversation, actor=actor
             )
     return conversation
+
+
+def _after_reassign(conversation: Conversation, actor, previous, fields: dict) -> None:
+    """A person assigned it: the bot steps back. Whoever lost it may have room for the next in
+    their teams' queues."""
+    from apps.workflows import routing
+    from apps.workflows.services import runs_stop
+
+    if actor is not None and fields.get("assignee") is not None:
+        runs_stop(conversation=conversation, actor=actor, reason="assigned to a person")
+    if previous is not None and "assignee" in fields:
+        routing.queues_dispatch_on_commit(routing.teams_of(previous))
 
 
 def _assign_text(actor, fields: dict) -> str:
@@ -155,7 +171,12 @@ def conversation_update(
         if tags is not UNSET:
             if any(tag.workspace_id != conversation.workspace_id for tag in tags):
                 raise DomainError("Tags must belong to this workspace.", code="invalid", fields={"tags": ["Unknown."]})
+            added = {tag for tag in tags if tag not in set(conversation.tags.all())}
             conversation.tags.set(tags)
+            from apps.workflows.services import event_on_commit
+
+            for tag in added:
+                event_on_commit(conversation_id=conversation.pk, trigger="tag_added", details={"tag": tag.name})
         if fields or tags is not UNSET:
             _save(conversation, fields, origin=origin)
     return conversation
@@ -182,9 +203,12 @@ def conversation_close(
     category: str = "",
     summary: str = "",
     origin: str | None = None,
+    from_run: int | None = None,
 ) -> Conversation:
     """Closes with what it was about (one of the workspace's closing categories, when it has
-    any) and a summary; the customer's next message reopens it."""
+    any) and a summary; the customer's next message reopens it. A bot still talking to the
+    customer stops (unless it is the one closing: `from_run`); a workflow triggered by the close
+    (the satisfaction survey) starts after commit."""
     check_may_act(membership=membership, conversation=conversation)
     allowed = conversation.workspace.closing_categories
     if allowed and category not in allowed:
@@ -203,10 +227,12 @@ def conversation_close(
             "snoozed_until": None,
             "closing_summary": summary,
             "waiting_since": None,
+            "queued_at": None,
         }
         if category:
             fields["category"] = category
         _save(conversation, fields, origin=origin)
+        _after_close(conversation, actor, from_run)
         text = f"{_name(actor)}: closed" + (f" as {category}" if category else "")
         _event(conversation, actor, "closed", text, category=category, summary=summary)
         webhook_emit(
@@ -215,6 +241,17 @@ def conversation_close(
             data={**payloads.conversation_event(conversation), "summary": summary},
         )
     return conversation
+
+
+def _after_close(conversation: Conversation, actor, from_run: int | None) -> None:
+    from apps.workflows import routing
+    from apps.workflows.models import Trigger
+    from apps.workflows.services import event_on_commit, runs_stop
+
+    runs_stop(conversation=conversation, actor=actor, reason="closed", keep_run_id=from_run)
+    if conversation.assignee_id is not None:
+        routing.queues_dispatch_on_commit(routing.teams_of(conversation.assignee))
+    event_on_commit(conversation_id=conversation.pk, trigger=Trigger.CONVERSATION_CLOSED)
 
 
 def conversation_csat_record(
@@ -227,15 +264,30 @@ def conversation_csat_record(
         raise DomainError("A rating is from 1 to 5.", code="invalid", fields={"score": ["From 1 to 5."]})
     with transaction.atomic():
         conversation = _locked(conversation)
-        _save(conversation, {"csat_score": score, "csat_comment": comment}, origin=origin)
+        first = conversation.csat_score != score
+        fields = {"csat_score": score, "csat_comment": comment, "csat_agent": conversation.assignee}
+        _save(conversation, fields, origin=origin)
         text = f"Customer rated {score}/5" + (f": {comment}" if comment else "")
         _event(conversation, None, "csat", text, score=score)
+        if first:
+            _csat_alert(conversation, score)
         webhook_emit(
             workspace_id=conversation.workspace_id,
             event="csat.submitted",
             data={**payloads.conversation_event(conversation), "score": score, "comment": comment},
         )
     return conversation
+
+
+def _csat_alert(conversation: Conversation, score: int) -> None:
+    """A low rating tells the workspace's supervisors at once (the bot settings say how low)."""
+    from apps.workflows.services import bot_settings
+
+    if score > bot_settings(conversation.workspace_id).csat_alert_below:
+        return
+    supervisors = Membership.objects.filter(workspace_id=conversation.workspace_id, role__in=ADMIN_ROLES)
+    for supervisor in supervisors.select_related("user"):
+        notify(recipient=supervisor, kind=Notification.Kind.CSAT_LOW, conversation=conversation)
 
 
 def conversation_reopen(

@@ -32,6 +32,7 @@ from apps.conversations.models import (
 from apps.core.events import build_event
 from apps.core.exceptions import DomainError
 from apps.core.realtime import publish_on_commit
+from apps.workflows.selectors import automation_wanted, conversation_keeps_closed
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,11 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         )
         conversation = Conversation.objects.select_for_update().prefetch_related("tags").get(pk=conversation.pk)
         conversation.contact, conversation.channel = contact, channel  # already in hand
-        opened = created or conversation.status == Conversation.Status.CLOSED
+        # A closed conversation whose customer is rating it in the bot's survey stays closed.
+        surveyed = conversation.status == Conversation.Status.CLOSED and conversation_keeps_closed(
+            conversation=conversation
+        )
+        opened = created or (conversation.status == Conversation.Status.CLOSED and not surveyed)
         # Checked again under the conversation's lock: concurrent duplicates queue up here.
         if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
             return None
@@ -227,7 +232,10 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
             if inbound.reply_to_provider_id
             else None,
         )
-        _conversation_note_inbound(conversation, channel, inbound)
+        automated = automation_wanted(conversation=conversation)
+        _conversation_note_inbound(
+            conversation, channel, inbound, surveyed=surveyed, cursor=None if automated else message.pk
+        )
         files = [media for media in (inbound.media, *inbound.extra_media) if media]
         attachments = [_attachment_expect(message, media) for media in files]
         # The new message's attachments are known: no query to list them for the event.
@@ -237,6 +245,10 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         event = _publish_conversation(conversation)
         if opened:
             webhook_emit(workspace_id=conversation.workspace_id, event="conversation.opened", data=event)
+        if automated:
+            from apps.workflows.services import advance_on_commit
+
+            advance_on_commit(conversation_id=conversation.pk, message_id=message.pk, opened=opened)
     if attachments:
         from apps.conversations.tasks import fetch_inbound_media
 
@@ -325,20 +337,24 @@ def reachability_apply(*, channel, update: ReachabilityUpdate) -> None:
     )
 
 
-def _conversation_note_inbound(conversation: Conversation, channel, inbound: InboundMessage) -> None:
+def _conversation_note_inbound(
+    conversation: Conversation, channel, inbound: InboundMessage, *, surveyed: bool = False, cursor: int | None = None
+) -> None:
     now = timezone.now()
     connector = connector_for(channel)
-    fields = {
-        "last_message_at": now,
-        "last_inbound_at": now,
-        "unread_count": conversation.unread_count + 1,
-    }
+    fields = {"last_message_at": now, "last_inbound_at": now}
     if connector.reply_window_hours:
         fields["window_expires_at"] = inbound.timestamp + timedelta(hours=connector.reply_window_hours)
-    if conversation.status in (Conversation.Status.CLOSED, Conversation.Status.SNOOZED):
-        fields.update(status=Conversation.Status.OPEN, closed_at=None, snoozed_until=None)
-    if conversation.waiting_since is None:
-        fields["waiting_since"] = now
+    if cursor is not None:
+        # Nothing automatic reads this message: the workflows' cursor moves past it, so a
+        # workflow enabled later starts from what the customer writes next.
+        fields["automation_cursor"] = cursor
+    if not surveyed:
+        fields["unread_count"] = conversation.unread_count + 1
+        if conversation.status in (Conversation.Status.CLOSED, Conversation.Status.SNOOZED):
+            fields.update(status=Conversation.Status.OPEN, closed_at=None, snoozed_until=None)
+        if conversation.waiting_since is None:
+            fields["waiting_since"] = now
     if inbound.customer_id and not conversation.authorized:
         fields["authorized"] = True  # the shop vouched for who is writing (web chat)
     for name, value in fields.items():
@@ -465,6 +481,10 @@ def message_send(
         if upload is not None:
             _attachment_store(message, upload)
         _conversation_note_outbound(conversation, sender_kind)
+        if sender_kind == Message.Sender.AGENT and author is not None:
+            from apps.workflows.services import runs_stop
+
+            runs_stop(conversation=conversation, actor=author, reason="an agent replied")  # a person took over
         _publish_message(message, origin=origin)
         from apps.conversations.tasks import deliver_message
 

@@ -14,6 +14,9 @@ SCHEDULES = [
     {"name": "Apply stored webhooks whose wake-up was lost", "task": "conversations.drain_inbound", "every": 60},
     {"name": "Send webhook deliveries that are due", "task": "connectors.retry_due_webhooks", "every": 60},
     {"name": "Fetch new mail from IMAP mailboxes", "task": "connectors.poll_channels", "every": 60},
+    {"name": "Resume workflow runs whose timer is due", "task": "workflows.timeouts", "every": 60},
+    {"name": "Start scheduled workflows", "task": "workflows.schedules", "every": 60},
+    {"name": "Assign queued conversations to free agents", "task": "workflows.dispatch_queues", "every": 60},
 ]
 
 
