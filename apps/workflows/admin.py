@@ -60,6 +60,7 @@ def _same_workspace(form: forms.ModelForm, field: str, workspace) -> None:
 
 class StepForm(forms.ModelForm):
     settings = json_area(
+        rows=9,
         required=False,
         initial=dict,
         help_text=_("JSON; see “What each kind of step takes” below."),

@@ -553,20 +553,6 @@ def step_settings_errors(kind: str, settings: dict, keys: set[str]) -> list[str]
     return problems.messages
 
 
-def step_targets(kind: str, settings: dict) -> list[str]:
-    """The step keys a step's settings point to (its `next` aside)."""
-    settings = settings if isinstance(settings, dict) else {}
-    fields = SPECS.get(kind, ({}, set()))[0]
-    targets = [settings[f] for f in fields if fields[f] in (step_key, required_step_key) and settings.get(f)]
-    for option in settings.get("options") or [] if kind == StepKind.MENU else []:
-        if isinstance(option, dict) and option.get("next"):
-            targets.append(option["next"])
-    for rule in settings.get("rules") or [] if kind == StepKind.BRANCH else []:
-        if isinstance(rule, dict) and rule.get("next"):
-            targets.append(rule["next"])
-    return [str(target) for target in targets]
-
-
 def step_names_errors(kind: str, settings: dict, *, teams: set[str], workflows: set[str]) -> list[str]:
     """Team and workflow names a step uses that the workspace does not have."""
     if not isinstance(settings, dict):
@@ -623,9 +609,9 @@ def trigger_settings_errors(trigger: str, settings: Any, *, workspace=None) -> l
         return ["trigger settings: must be a JSON object, e.g. {}."]
     channels = _channels(workspace)
     fields, required = {
-        Trigger.CONVERSATION_OPENED: ({"channels": channels}, set()),
-        Trigger.MESSAGE: ({"keywords": names, "intent": name, "channels": channels}, set()),
-        Trigger.CONVERSATION_CLOSED: ({"channels": channels}, set()),
+        Trigger.CONVERSATION_OPENED: ({}, set()),
+        Trigger.MESSAGE: ({"keywords": names, "intent": name}, set()),
+        Trigger.CONVERSATION_CLOSED: ({}, set()),
         Trigger.TAG_ADDED: ({"tag": name}, {"tag"}),
         Trigger.ORDER_EVENT: ({"statuses": names}, {"statuses"}),
         Trigger.SHORTCUT: ({"shortcut": name}, {"shortcut"}),
@@ -641,6 +627,7 @@ def trigger_settings_errors(trigger: str, settings: Any, *, workspace=None) -> l
             set(),
         ),
     }[trigger]
+    fields = {**fields, "channels": channels}  # every trigger may be limited to some channels
     problems = Problems()
     for missing in sorted(required - set(settings)):
         problems.add(f"trigger settings, {missing}", "required.")

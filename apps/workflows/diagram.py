@@ -328,9 +328,10 @@ EMPTY = (
 def _rows(steps: list[dict], start: str, edges: dict) -> tuple[list[list[dict]], list[list[dict]]]:
     """Rows by distance from the first step, then the steps nothing leads to, four to a row."""
     depth = _depths(start, edges)
+    by_key = {step["key"]: step for step in steps}
     layers: dict[int, list[dict]] = {}
-    for step in sorted((s for s in steps if s["key"] in depth), key=lambda s: depth[s["key"]]):
-        layers.setdefault(depth[step["key"]], []).append(step)
+    for key in depth:  # in the order they were reached: a menu's choices in the menu's order
+        layers.setdefault(depth[key], []).append(by_key[key])
     apart = [step for step in steps if step["key"] not in depth]
     return [layers[level] for level in sorted(layers)], [apart[i : i + 4] for i in range(0, len(apart), 4)]
 

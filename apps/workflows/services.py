@@ -119,20 +119,25 @@ class Context:
     def text(self, value) -> str:
         return self.render(localised(value, self.language, self.workspace.default_language))
 
-    def send(self, text: str, *, options: list | None = None, button=None) -> None:
+    def send(self, text: str, *, options: list | None = None, button=None, media: dict | None = None) -> None:
         from apps.conversations.services.messages import message_send
 
-        if not text and not options:
+        if not text and not options and not media:
             return
         kind, payload = Message.Kind.TEXT, {}
-        if options:
+        if media and media.get("url"):
+            # By link: the provider fetches it (WhatsApp's `link`, Telegram's URL); text is the caption.
+            kind = Message.Kind.MEDIA
+            payload = {"media_url": self.render(media["url"]), "mime_type": media.get("mime_type", "")}
+            payload["filename"] = media.get("filename", "")
+        elif options:
             kind, payload = Message.Kind.INTERACTIVE, {"options": options}
             if button:
                 payload["button"] = self.text(button)[:20]
         try:
             message_send(
                 conversation=self.conversation,
-                text=text or "…",
+                text=text or ("" if media else "…"),
                 kind=kind,
                 payload=payload,
                 sender_kind=Message.Sender.BOT,
@@ -425,14 +430,20 @@ def _latest_version(workflow: Workflow) -> WorkflowVersion:
 
 
 def run_start(
-    *, workflow: Workflow, conversation: Conversation, variables: dict | None = None, actor=None, replace=False
+    *,
+    workflow: Workflow,
+    conversation: Conversation,
+    variables: dict | None = None,
+    actor=None,
+    replace: bool = False,
+    allow_disabled: bool = False,
 ) -> Run:
     """Starts `workflow` on the conversation now (the API, an agent's shortcut, the try-it page).
     A conversation follows one workflow at a time: another one running is a Conflict unless
     `replace`, which cancels it."""
     if workflow.workspace_id != conversation.workspace_id:
         raise NotFound("No such workflow.")
-    if not workflow.enabled:
+    if not workflow.enabled and not allow_disabled:  # the try-it page plays drafts
         raise DomainError("This workflow is disabled.", code="workflow_disabled")
     run, pending = None, []
     with transaction.atomic():

@@ -260,7 +260,13 @@ def _options_payload(ctx, options: list[dict]) -> list[dict]:
 def enter_message(ctx, step):
     settings = _settings(step)
     options = settings.get("options") or []
-    ctx.send(ctx.text(settings.get("text")), options=_options_payload(ctx, options), button=settings.get("button"))
+    text = ctx.text(settings.get("text"))
+    if settings.get("media_url"):
+        media = {"url": settings["media_url"], "mime_type": settings.get("mime_type", "")}
+        ctx.send(text, media={**media, "filename": settings.get("filename", "")})
+        text = ""
+    if text or options:
+        ctx.send(text, options=_options_payload(ctx, options), button=settings.get("button"))
     return Go(step.get("next"), "sent")
 
 

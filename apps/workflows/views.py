@@ -3,7 +3,7 @@ admin's login and scoped like it): import and export as JSON, a published versio
 "try it" page where a supervisor plays the customer.
 
 Try it uses a real conversation on the workspace's sandbox channel (a connector that sends
-nothing anywhere: apps/connectors/providers/sandbox.py) with a contact "Try-it: <username>", one
+nothing anywhere: apps/connectors/providers/sandbox.py) with a contact "<first name> (try-it)", one
 per supervisor. What the supervisor types goes through the ordinary inbound pipeline and the
 engine is then advanced at once, so the page shows the bot's answer without waiting for a worker;
 everything the workflow does (routing, notes, closing) happens for real in that workspace."""
@@ -146,17 +146,22 @@ def sandbox_channel(*, workspace):
     return channel
 
 
+def _tester_name(user) -> str:
+    """The supervisor plays the customer under their own first name, so greetings read right."""
+    return f"{user.first_name or user.username} (try-it)"
+
+
 def _tester_id(user) -> str:
     return f"tryit-{user.pk}"
 
 
 def tryit_conversation(*, workspace, user):
-    """This supervisor's test conversation in the workspace, as the customer "Try-it: <username>"."""
+    """This supervisor's test conversation in the workspace, as the customer "<first name> (try-it)"."""
     from apps.contacts.services import contact_resolve
     from apps.conversations.services import conversation_for_outbound
 
     channel = sandbox_channel(workspace=workspace)
-    contact = contact_resolve(channel=channel, external_id=_tester_id(user), name=f"Try-it: {user.username}")
+    contact = contact_resolve(channel=channel, external_id=_tester_id(user), name=_tester_name(user))
     return conversation_for_outbound(contact=contact, channel=channel)
 
 
@@ -175,7 +180,7 @@ def tryit_restart(*, workflow: Workflow, user):
         conversation = conversation_reopen(conversation=conversation, actor=user, membership=None)
     if not workflow.version:
         workflow_publish(workflow=workflow, user=user)
-    run_start(workflow=workflow, conversation=conversation, actor=user, replace=True)
+    run_start(workflow=workflow, conversation=conversation, actor=user, replace=True, allow_disabled=True)
     return conversation
 
 
@@ -203,7 +208,7 @@ def tryit_send(*, workflow: Workflow, user, text: str = "", option_id: str = "")
     common = {
         "provider_id": f"tryit-{uuid.uuid4().hex}",
         "sender_id": _tester_id(user),
-        "sender_name": f"Try-it: {user.username}",
+        "sender_name": _tester_name(user),
         "timestamp": timezone.now(),
     }
     if option_id:

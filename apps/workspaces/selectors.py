@@ -111,7 +111,11 @@ def team_is_on_shift(*, team: Team, at: datetime) -> bool:
     with no weekly shifts at all works around the clock, except on the days marked closed."""
     local = at.astimezone(team.workspace.tz)
     if not Shift.objects.filter(team=team).exists():
-        return not ShiftException.objects.filter(team=team, date=local.date(), closed=True).exists()
+        exception = ShiftException.objects.filter(team=team, date=local.date()).first()
+        if exception is None:
+            return True
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return not exception.closed and _within(local, day, exception.starts_at, exception.ends_at)
     for day_offset in (0, -1):  # yesterday's overnight shift may still be running
         day = (local + timedelta(days=day_offset)).replace(hour=0, minute=0, second=0, microsecond=0)
         exception = ShiftException.objects.filter(team=team, date=day.date()).first()

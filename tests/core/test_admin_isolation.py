@@ -11,6 +11,8 @@ from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEve
 from apps.contacts.services import contact_resolve
 from apps.conversations.models import Conversation, InboundEvent, Message, QuickReply
 from apps.core.admin import WorkspaceScopedAdmin
+from apps.workflows.definition import workflow_import
+from apps.workflows.models import BotSettings, FaqEntry, Run
 from apps.workspaces.models import ApiToken, Membership
 from tests.conftest import client_for
 from tests.conversations.whatsapp import make_whatsapp_channel
@@ -34,6 +36,24 @@ def _message(workspace):
         sender_kind="contact",
         text="hi",
         state="received",
+    )
+
+
+def _workflow(workspace):
+    return workflow_import(
+        workspace=workspace,
+        definition={
+            "name": "Hidden flow",
+            "trigger": "api",
+            "steps": [{"key": "hi", "kind": "message", "settings": {"text": "Hi"}}],
+        },
+    )
+
+
+def _run(workspace):
+    workflow = _workflow(workspace)
+    return Run.objects.create(
+        workspace=workspace, conversation=_conversation(workspace), workflow=workflow, version=workflow.versions.get()
     )
 
 
@@ -62,6 +82,12 @@ MAKERS = {
     "connectors.webhooksubscription": lambda ws: WebhookSubscription.objects.create(
         workspace=ws, url="https://hooks.example/parley", events=["order.updated"]
     ),
+    "workflows.workflow": _workflow,
+    "workflows.run": _run,
+    "workflows.faqentry": lambda ws: FaqEntry.objects.create(
+        workspace=ws, intent="refund", language="en", examples=["where is my refund"], answer="Soon."
+    ),
+    "workflows.botsettings": lambda ws: BotSettings.objects.update_or_create(workspace=ws)[0],
     "connectors.webhookdelivery": lambda ws: WebhookDelivery.objects.create(
         workspace=ws,
         subscription=WebhookSubscription.objects.create(

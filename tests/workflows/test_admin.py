@@ -697,7 +697,7 @@ def test_try_it_plays_the_workflow_in_a_test_conversation(tenants):
 
     assert page.status_code == 200 and "Try-it" in page.content.decode()
     assert restarted.status_code == 200
-    assert said(shown) == [("bot", "Hi Try-it:! How can we help?")]
+    assert said(shown) == [("bot", f"Hi {tenants.supervisor.username}! How can we help?")]
     menu = next(m for m in shown["messages"] if m["sender_kind"] == "bot")
     assert menu["direction"] == "out" and [o["id"] for o in menu["options"]] == ["products", "status"]
     assert shown["run"]["workflow"] == "Support menu" and shown["run"]["step"] == "menu"
@@ -715,7 +715,7 @@ def test_try_it_plays_the_workflow_in_a_test_conversation(tenants):
 
     conversation = Conversation.objects.get(pk=answered["conversation"]["id"])
     assert conversation.channel.kind == "sandbox"
-    assert conversation.contact.name == f"Try-it: {tenants.supervisor.username}"
+    assert conversation.contact.name == f"{tenants.supervisor.username} (try-it)"
     assert Channel.objects.filter(workspace=tenants.a, kind="sandbox").count() == 1
     tapped = Message.objects.get(conversation=conversation, direction="in", kind="interactive")
     assert tapped.payload["reply_id"] == "status"
@@ -732,7 +732,7 @@ def test_try_it_restart_starts_over_on_the_same_test_conversation(tenants):
     again = client.post(f"{base}restart/").json()
     shown = client.get(f"{base}state/", {"after": again["after"]}).json()
 
-    assert said(shown) == [("bot", "Hi Try-it:! How can we help?")]
+    assert said(shown) == [("bot", f"Hi {tenants.supervisor.username}! How can we help?")]
     runs = Run.objects.filter(workflow=workflow).order_by("started_at")
     assert [run.state for run in runs] == ["cancelled", "waiting"]
     assert Conversation.objects.filter(channel__kind="sandbox").count() == 1
@@ -747,7 +747,7 @@ def test_each_supervisor_plays_in_their_own_test_conversation(tenants):
         client_for(user).post(f"{CHANGELIST}{workflow.pk}/try/restart/")
 
     names = set(Conversation.objects.filter(channel__kind="sandbox").values_list("contact__name", flat=True))
-    assert names == {f"Try-it: {tenants.supervisor.username}", f"Try-it: {tenants.owner.username}"}
+    assert names == {f"{tenants.supervisor.username} (try-it)", f"{tenants.owner.username} (try-it)"}
 
 
 def test_try_it_refuses_an_empty_message(tenants):

@@ -3,7 +3,10 @@ stored by the inbound pipeline, then `conversation_advance` feeds it to the conv
 (The journeys through the simulator, a real worker and every channel are in test_journeys.py.)"""
 
 import itertools
+import json
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.utils import timezone
@@ -13,6 +16,7 @@ from apps.connectors.models import Channel
 from apps.conversations.models import Conversation, Message, Notification
 from apps.conversations.services.actions import conversation_close
 from apps.conversations.services.messages import inbound_message_apply, message_send
+from apps.core.exceptions import Conflict, NotFound
 from apps.workflows import services
 from apps.workflows.definition import workflow_import
 from apps.workflows.models import BotSettings, FaqEntry, Run, RunLog
@@ -50,7 +54,9 @@ def say(channel, text="", *, choice=None, sender="cust-1"):
     message = inbound_message_apply(channel=channel, inbound=inbound)
     opened = before in (None, Conversation.Status.CLOSED) and message.conversation.status == "open"
     services.conversation_advance(
-        conversation_id=message.conversation_id, opened_message_id=message.id if opened else None, message_id=message.id
+        conversation_id=message.conversation_id,
+        opened_message_id=message.id if opened else None,
+        message_id=message.id,
     )
     return message.conversation
 
@@ -87,7 +93,12 @@ MENU = {
             "settings": {"text": "Your order number or phone?", "input": "order_or_phone", "save_as": "lookup"},
             "next": "lookup",
         },
-        {"key": "lookup", "kind": "order_lookup", "settings": {"from": "vars.lookup", "not_found": "unknown"}, "next": "tell"},
+        {
+            "key": "lookup",
+            "kind": "order_lookup",
+            "settings": {"from": "vars.lookup", "not_found": "unknown"},
+            "next": "tell",
+        },
         {"key": "tell", "kind": "message", "settings": {"text": "Order {{order.number}} is {{order.status}}."}},
         {"key": "unknown", "kind": "message", "settings": {"text": "We could not find that order."}, "next": "route"},
         {"key": "route", "kind": "route", "settings": {"team": "Support"}},
@@ -343,3 +354,279 @@ def test_every_step_is_logged_for_the_admin_and_the_drop_off_figures(workspace, 
     assert ("menu", "asked") in steps and ("menu", "chose products") in steps
     figures = {row["step"]: row for row in step_drop_off(workflow=run.workflow)}
     assert figures["menu"]["reached"] == 1
+
+
+# Calls out: the order system's status call, an escalation that waits for its answer ---------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    received: list = []
+    answer = {"status": "out for delivery", "eta": "today 18:00"}
+    code = 200
+
+    def do_GET(self):
+        self._reply()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        _Recorder.received.append(json.loads(self.rfile.read(length) or b"{}"))
+        self._reply()
+
+    def _reply(self):
+        body = json.dumps(_Recorder.answer).encode()
+        self.send_response(_Recorder.code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def order_system():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Recorder.received, _Recorder.code = [], 200
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _http_bot(url):
+    return {
+        "name": "Status call",
+        "trigger": "conversation_opened",
+        "steps": [
+            {
+                "key": "call",
+                "kind": "http",
+                "settings": {
+                    "method": "GET",
+                    "url": url + "/orders/status?contact={{contact.id}}",
+                    "map": {"state": "status", "eta": "json.eta"},
+                    "failure": "oops",
+                },
+                "next": "tell",
+            },
+            {"key": "tell", "kind": "message", "settings": {"text": "Your order is {{vars.state}}, {{vars.eta}}."}},
+            {
+                "key": "oops",
+                "kind": "message",
+                "settings": {"text": "Our order system is down ({{vars.http_error}})."},
+            },
+        ],
+    }
+
+
+def test_an_http_step_maps_the_json_answer_into_the_reply(workspace, channel, support, order_system):
+    workflow_import(workspace=workspace, definition=_http_bot(order_system))
+    conversation = say(channel, "where is my order")
+    assert last_bot(conversation).text == "Your order is out for delivery, today 18:00."
+
+
+def test_an_http_step_that_fails_takes_its_failure_branch(workspace, channel, support, order_system):
+    _Recorder.code = 503
+    workflow_import(workspace=workspace, definition=_http_bot(order_system))
+    conversation = say(channel, "where is my order")
+    assert last_bot(conversation).text == "Our order system is down (HTTP 503)."
+
+
+def test_an_escalation_waits_pending_for_the_sellers_answer(workspace, channel, support, order_system):
+    escalation = {
+        "name": "Ask the seller",
+        "trigger": "conversation_opened",
+        "steps": [
+            {
+                "key": "seller",
+                "kind": "notify",
+                "settings": {
+                    "via": "webhook",
+                    "url": order_system + "/escalations",
+                    "text": "Customer {{contact.name}} asks: {{vars.message}}",
+                    "wait_for_reply": True,
+                    "timeout_minutes": 120,
+                    "timeout": "late",
+                },
+                "next": "answer",
+            },
+            {"key": "answer", "kind": "message", "settings": {"text": "The seller says: {{vars.reply.text}}"}},
+            {"key": "late", "kind": "handover", "settings": {}},
+        ],
+    }
+    workflow_import(workspace=workspace, definition=escalation)
+    conversation = say(channel, "Is the blue kettle compatible with 110V?")
+    conversation.refresh_from_db()
+    assert conversation.status == "pending"
+    sent = _Recorder.received[0]
+    assert sent["text"] == "Customer Amira Hassan asks: Is the blue kettle compatible with 110V?"
+    token = sent["callback_url"].rstrip("/").rsplit("/", 1)[1]
+    services.run_callback(token=token, data={"text": "Yes, 110-240V."})
+    conversation.refresh_from_db()
+    assert conversation.status == "open"
+    assert last_bot(conversation).text == "The seller says: Yes, 110-240V."
+    with pytest.raises(NotFound):
+        services.run_callback(token=token, data={"text": "again"})
+
+
+# Branches, contact updates, languages, media, chained workflows --------------------------------
+
+
+def test_branches_update_the_contact_and_send_media_in_the_chosen_language(workspace, channel, support):
+    definition = {
+        "name": "Languages",
+        "trigger": "conversation_opened",
+        "steps": [
+            {
+                "key": "pick",
+                "kind": "menu",
+                "settings": {
+                    "text": "Language? / 語言？",
+                    "options": [{"id": "en", "title": "English"}, {"id": "zh-hant", "title": "繁體中文"}],
+                    "save_as": "lang",
+                },
+                "next": "set",
+            },
+            {"key": "set", "kind": "set_language", "settings": {"from": "vars.lang"}, "next": "tag"},
+            {
+                "key": "tag",
+                "kind": "update_contact",
+                "settings": {"add_tags": ["hk"], "set": {"fields.source": "bot"}, "priority": "high"},
+                "next": "which",
+            },
+            {
+                "key": "which",
+                "kind": "branch",
+                "settings": {
+                    "rules": [
+                        {"if": "language", "op": "equals", "value": "zh-hant", "next": "zh"},
+                        {"if": "contact.tags", "op": "contains", "value": "vip", "next": "vip"},
+                    ],
+                    "else": "vip",
+                },
+            },
+            {
+                "key": "zh",
+                "kind": "message",
+                "settings": {
+                    "text": {"en": "Our catalogue", "zh-hant": "我們的產品目錄"},
+                    "media_url": "https://shop.example/catalogue.pdf",
+                    "filename": "catalogue.pdf",
+                    "mime_type": "application/pdf",
+                },
+                "next": "other",
+            },
+            {"key": "vip", "kind": "message", "settings": {"text": "VIP"}},
+            {"key": "other", "kind": "start_workflow", "settings": {"workflow": "Goodbye"}},
+        ],
+    }
+    goodbye = {
+        "name": "Goodbye",
+        "trigger": "api",
+        "steps": [{"key": "bye", "kind": "message", "settings": {"text": {"en": "Bye", "zh-hant": "再見"}}}],
+    }
+    from apps.contacts.models import CustomFieldDefinition
+
+    CustomFieldDefinition.objects.create(workspace=workspace, key="source", label="Source", type="text")
+    workflow_import(workspace=workspace, definition=goodbye)
+    workflow_import(workspace=workspace, definition=definition)
+    conversation = say(channel, "hi")
+    say(channel, "繁體中文")
+    conversation.refresh_from_db()
+    contact = conversation.contact
+    assert (conversation.language, contact.language, conversation.priority) == ("zh-hant", "zh-hant", "high")
+    assert list(contact.tags.values_list("name", flat=True)) == ["hk"]
+    assert contact.custom_fields["source"] == "bot"
+    media, bye = bot_said(conversation)[-2:]
+    assert (media.kind, media.text, media.payload["media_url"]) == (
+        "media",
+        "我們的產品目錄",
+        "https://shop.example/catalogue.pdf",
+    )
+    assert bye.text == "再見"
+    assert list(Run.objects.filter(conversation=conversation).values_list("workflow__name", "state")) == [
+        ("Goodbye", "done"),
+        ("Languages", "done"),
+    ] or sorted(Run.objects.filter(conversation=conversation).values_list("workflow__name", "state")) == [
+        ("Goodbye", "done"),
+        ("Languages", "done"),
+    ]
+
+
+# Triggers: keywords, tags, orders, schedules, the API -----------------------------------------
+
+
+def test_a_keyword_starts_its_workflow_only_while_no_person_has_the_conversation(workspace, channel, support):
+    team, agent = support
+    keyword = {
+        "name": "Refunds",
+        "trigger": "message",
+        "trigger_settings": {"keywords": ["refund", "возврат"]},
+        "steps": [{"key": "say", "kind": "message", "settings": {"text": "Refunds take 5 days."}}],
+    }
+    workflow_import(workspace=workspace, definition=keyword)
+    conversation = say(channel, "hello")
+    assert bot_said(conversation) == []
+    say(channel, "I want a refund")
+    assert last_bot(conversation).text == "Refunds take 5 days."
+    Conversation.objects.filter(pk=conversation.pk).update(assignee=agent)
+    say(channel, "refund again?")
+    assert len(bot_said(conversation)) == 1
+
+
+def test_a_tag_an_order_event_and_a_schedule_start_their_workflows(workspace, channel, support):
+    from apps.contacts.models import Tag
+    from apps.contacts.services import contact_tags_change, order_upsert
+
+    conversation = say(channel, "hello")
+    for name, trigger, settings in [
+        ("VIP welcome", "tag_added", {"tag": "vip"}),
+        ("Shipped", "order_event", {"statuses": ["shipped"]}),
+        ("Nudge", "schedule", {"every_minutes": 60, "status": "open", "idle_minutes": 30}),
+    ]:
+        text = {"Shipped": "Order {{order.number}} is {{order.status}}!"}.get(name, name)
+        workflow_import(
+            workspace=workspace,
+            definition={
+                "name": name,
+                "trigger": trigger,
+                "trigger_settings": settings,
+                "steps": [{"key": "say", "kind": "message", "settings": {"text": text}}],
+            },
+        )
+    contact = conversation.contact
+    with_tags = Tag.objects.create(workspace=workspace, name="vip")
+    contact_tags_change(contact=contact, add=[with_tags])
+    services.conversation_event(conversation_id=conversation.pk, trigger="tag_added", details={"tag": "vip"})
+    assert last_bot(conversation).text == "VIP welcome"
+    order_upsert(workspace_id=workspace.pk, data={"external_id": "A-7", "status": "shipped"}, contact=contact)
+    services.conversation_event(
+        conversation_id=conversation.pk,
+        trigger="order_event",
+        details={"status": "shipped", "order": {"number": "A-7"}},
+    )
+    assert last_bot(conversation).text == "Order A-7 is Shipped!"
+    Conversation.objects.filter(pk=conversation.pk).update(last_message_at=timezone.now() - timedelta(hours=2))
+    assert services.schedules_run(now=timezone.now()) == 1
+    assert last_bot(conversation).text == "Nudge"
+    assert services.schedules_run(now=timezone.now() + timedelta(minutes=1)) == 0  # not due again yet
+
+
+def test_run_start_refuses_a_second_workflow_unless_replacing(workspace, channel, support):
+    workflow_import(workspace=workspace, definition=MENU)
+    other = workflow_import(
+        workspace=workspace,
+        definition={
+            "name": "Other",
+            "trigger": "shortcut",
+            "trigger_settings": {"shortcut": "o"},
+            "steps": [{"key": "a", "kind": "wait", "settings": {"minutes": 5}}],
+        },
+    )
+    conversation = say(channel, "hello")
+    with pytest.raises(Conflict):
+        services.run_start(workflow=other, conversation=conversation)
+    run = services.run_start(workflow=other, conversation=conversation, replace=True)
+    assert run.state == "waiting"
+    assert Run.objects.get(conversation=conversation, workflow__name="Support menu").state == "cancelled"

@@ -41,7 +41,11 @@ def _name(user) -> str:
 
 
 def _locked(conversation: Conversation) -> Conversation:
-    return Conversation.objects.select_for_update(of=("self",)).select_related("contact", "channel").get(pk=conversation.pk)
+    return (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("contact", "channel")
+        .get(pk=conversation.pk)
+    )
 
 
 def _event(conversation: Conversation, actor, action: str, text: str, **details) -> Message:

@@ -1,15 +1,19 @@
 import json
-from datetime import date, time
+from datetime import date, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from apps.workspaces import services
-from apps.workspaces.models import Membership, Shift, ShiftException, Team, User, Workspace
+from apps.workspaces.models import AgentStatus, Membership, Shift, ShiftException, Team, User, Workspace
 
 DEMO_FILE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
+WORKFLOWS_DIR = Path(settings.BASE_DIR) / "fixtures" / "workflows"
+FAQ_DIR = Path(settings.BASE_DIR) / "fixtures" / "faq"
 SIMULATOR_CHANNELS = Path(settings.BASE_DIR) / "var" / "simulator-channels.json"
 
 
@@ -91,6 +95,95 @@ class Command(BaseCommand):
                 date=date.fromisoformat(holiday["date"]),
                 defaults={"closed": True, "reason": holiday["reason"]},
             )
+        self._agents_online(workspace, spec.get("presence"), memberships)
+        self._bot_settings(workspace, spec.get("bot"))
+        self._faq(workspace, spec.get("faq", []))
+        self._workflows(workspace, spec.get("workflows", []))
+        for customer in spec.get("customers", []):
+            self._customer(workspace, customer)
+
+    def _agents_online(self, workspace, presence, memberships) -> None:
+        """The demo's agents are at their desks, so the bots' routing has someone to assign.
+        Set directly, not through agent_status_set: that records a heartbeat, and with no
+        browser open the presence sweep would mark them offline two minutes later. An agent
+        who signs in and closes the inbox goes offline as anyone does."""
+        if not presence:
+            return
+        agents = AgentStatus.objects.filter(membership__in=[memberships[u] for u in presence["online"]])
+        agents.update(
+            status=AgentStatus.Status.ONLINE,
+            capacity=presence["capacity"],
+            last_seen_at=None,
+            changed_at=timezone.now(),
+        )
+
+    def _bot_settings(self, workspace, spec) -> None:
+        """Created once; a supervisor's later changes in the admin are kept."""
+        from apps.workflows.models import BotSettings
+
+        if not spec:
+            return
+        BotSettings.objects.get_or_create(
+            workspace=workspace,
+            defaults={
+                "fallback_team": Team.objects.get(workspace=workspace, name=spec["fallback_team"]),
+                "faq_threshold": spec.get("faq_threshold", 0.5),
+                "csat_alert_below": spec.get("csat_alert_below", 2),
+            },
+        )
+
+    def _faq(self, workspace, files) -> None:
+        from apps.workflows.models import FaqEntry
+
+        for name in files:
+            for entry in json.loads((FAQ_DIR / name).read_text()):
+                FaqEntry.objects.get_or_create(
+                    workspace=workspace,
+                    intent=entry["intent"],
+                    language=entry["language"],
+                    defaults={k: entry[k] for k in ("examples", "answer", "follow_up")},
+                )
+
+    def _workflows(self, workspace, files) -> None:
+        """Imports the demo workflows the workspace does not have yet: one a supervisor has
+        edited in the admin is left as it is."""
+        from apps.workflows.definition import definitions_parse, workflows_import
+        from apps.workflows.models import Workflow
+
+        existing = set(Workflow.objects.filter(workspace=workspace).values_list("name", flat=True))
+        for name in files:
+            definitions = definitions_parse(json.loads((WORKFLOWS_DIR / name).read_text()))
+            missing = [definition for definition in definitions if definition["name"] not in existing]
+            if missing:
+                workflows_import(workspace=workspace, definitions=missing)
+
+    def _customer(self, workspace, spec) -> None:
+        """A customer the order system knows, with their orders (what the bots' order status
+        answers from) and, optionally, the chat identities the simulator's page uses."""
+        from apps.connectors.models import Channel
+        from apps.contacts.models import Order
+        from apps.contacts.selectors import contact_match
+        from apps.contacts.services import contact_resolve, contact_save, order_upsert
+
+        fields = {k: spec[k] for k in ("external_id", "name", "phone", "email", "language") if k in spec}
+        contact = contact_match(workspace_id=workspace.pk, external_id=spec["external_id"]) or contact_save(
+            workspace_id=workspace.pk, data=fields
+        )
+        for identity in spec.get("identities", []):
+            channel = Channel.objects.filter(workspace=workspace, kind=identity["channel"]).order_by("id").first()
+            contact_resolve(
+                channel=channel,
+                external_id=identity["external_id"],
+                name=contact.name,
+                customer_id=contact.external_id,
+            )
+        for order in spec.get("orders", []):
+            if Order.objects.filter(workspace=workspace, external_id=order["external_id"]).exists():
+                continue
+            data = {k: v for k, v in order.items() if k != "placed_days_ago"}
+            data["total"] = Decimal(order["total"])
+            data["placed_at"] = timezone.now() - timedelta(days=order["placed_days_ago"], hours=3)
+            order_upsert(workspace_id=workspace.pk, data=data, contact=contact)
 
     def _inbox_setup(self, workspace, spec) -> None:
         """What operators need on day one: closing categories, tags, quick replies."""
@@ -236,7 +329,7 @@ def demo_channel_config(spec: dict) -> tuple[dict, dict]:
     if kind == "email":
         mail = {
             "address": spec["address"],
-            "from_name": "Nile Basket",
+            "from_name": spec.get("from_name", "Nile Basket"),
             "smtp_host": "127.0.0.1",
             "smtp_port": settings.SIMULATOR_SMTP_PORT,
             "smtp_username": spec["address"],
