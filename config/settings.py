@@ -250,6 +250,7 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "apps.contacts.models.Order.Status",
         "AgentPresenceEnum": "apps.workspaces.models.AgentStatus.Status",
         "TemplateStatusEnum": "apps.connectors.models.MessageTemplate.Status",
+        "RunStateEnum": "apps.workflows.models.Run.State",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -33,6 +33,7 @@ from apps.workflows.definition import (
 )
 from apps.workflows.diagram import diagram_svg
 from apps.workflows.models import BotSettings, FaqEntry, Run, RunLog, Step, Workflow, WorkflowVersion
+from apps.workflows.selectors import step_drop_off
 
 
 class PrettyJSONField(forms.JSONField):
@@ -194,7 +195,7 @@ class WorkflowAdmin(WorkspaceScopedAdmin):
     list_select_related = ("workspace",)
     search_fields = ("name", "description")
     actions = ["enable", "disable", "export_json"]
-    readonly_fields = ("version", "last_run_at", "diagram", "published_versions", "kinds_reference")
+    readonly_fields = ("version", "last_run_at", "diagram", "published_versions", "drop_off", "kinds_reference")
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
@@ -206,6 +207,7 @@ class WorkflowAdmin(WorkspaceScopedAdmin):
         if obj is not None:
             fieldsets.insert(1, (_("Diagram"), {"fields": ("diagram",)}))
             fieldsets.append((_("Versions"), {"fields": ("version", "last_run_at", "published_versions")}))
+            fieldsets.append((_("Where customers stop"), {"fields": ("drop_off",)}))
         return fieldsets
 
     def get_readonly_fields(self, request, obj=None):
@@ -314,6 +316,26 @@ class WorkflowAdmin(WorkspaceScopedAdmin):
             ),
             runs,
             _("See this workflow's runs and their logs"),
+        )
+
+    @admin.display(description=_("drop-off per step"))
+    def drop_off(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        rows = [
+            (row["step"], row["reached"], row["stopped"], row["waiting"], f"{row['drop_off']:.0%}")
+            for row in step_drop_off(workflow=obj)
+        ]
+        if not rows:
+            return _("No runs yet.")
+        return format_html(
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>",
+            _("step"),
+            _("reached"),
+            _("stopped there"),
+            _("waiting there now"),
+            _("drop-off"),
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )
 
     @admin.display(description=_("step kinds"))

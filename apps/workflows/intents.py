@@ -49,10 +49,10 @@ FILLER_PHRASES = re.compile(
     r"|доброе утро|добрый (?:день|вечер)|доброго (?:дня|утра|вечера)|доброй ночи|большое спасибо|спасибо большое)\b"
 )
 
-_APOSTROPHES = re.compile(r"['’`ʼ]")  # noqa: RUF001 (the apostrophes people type)
+_APOSTROPHES = re.compile(r"['’`ʼ]")
 _NOT_WORD = re.compile(r"[\W_]+")
 _LETTERS = re.compile(r"^[^\W\d_]+$")
-_CYRILLIC = re.compile(r"[а-я]")  # noqa: RUF001 (Cyrillic on purpose)
+_CYRILLIC = re.compile(r"[а-я]")
 _STEMMERS = {"russian": snowballstemmer.stemmer("russian"), "english": snowballstemmer.stemmer("english")}
 # Snowball stemmers keep their work in the instance: one thread at a time.
 _STEMMER_LOCK = threading.Lock()
@@ -76,8 +76,8 @@ def decide(match: IntentMatch, threshold: float = DEFAULT_THRESHOLD) -> IntentMa
 
 
 def normalise(text: str) -> str:
-    """Lower case, ё as е, apostrophes dropped (dont = don't), other punctuation as spaces."""  # noqa: RUF002
-    text = _APOSTROPHES.sub("", text.lower().replace("ё", "е"))  # noqa: RUF001 (Russian spelling varies)
+    """Lower case, ё as е, apostrophes dropped (dont = don't), other punctuation as spaces."""
+    text = _APOSTROPHES.sub("", text.lower().replace("ё", "е"))
     return " ".join(_NOT_WORD.sub(" ", text).split())
 
 

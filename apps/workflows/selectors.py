@@ -32,27 +32,36 @@ def shortcut_workflows(*, workspace_id: int) -> QuerySet[Workflow]:
 
 
 def step_drop_off(*, workflow: Workflow, version: int | None = None) -> list[dict]:
-    """Per step of a workflow: how many runs reached it, and how many stopped there (the run
-    ended at that step without finishing: the customer went silent, asked for a person, or the
-    run was stopped). The analytics issue reads this."""
+    """Per step of a workflow: how many runs reached it, how many stopped there (the customer
+    went silent past the step's timeout, asked for a person, was handed over or stopped), and how
+    many wait there now. The admin shows it on the workflow's page; the analytics issue reads it."""
     log = RunLog.objects.filter(workflow=workflow)
+    runs = Run.objects.filter(workflow=workflow)
     if version is not None:
         log = log.filter(version=version)
-    reached = {
-        row["step"]: row["runs"]
-        for row in log.exclude(kind="end").values("step").annotate(runs=Count("run", distinct=True))
-    }
-    ended = log.filter(kind="end")
-    stopped = {
-        row["step"]: row["runs"]
-        for row in ended.filter(~Q(outcome__in=["done"])).values("step").annotate(runs=Count("run", distinct=True))
-    }
+        runs = runs.filter(version__number=version)
+    reached = dict(log.exclude(kind="end").values_list("step").annotate(runs=Count("run", distinct=True)).order_by())
+    stopped = dict(
+        log.filter(kind="end")
+        .filter(~Q(outcome=Run.State.DONE) | Q(detail__in=["timed out", "no answer", "no feedback"]))
+        .values_list("step")
+        .annotate(runs=Count("run", distinct=True))
+        .order_by()
+    )
+    waiting = dict(runs.filter(state__in=Run.ACTIVE).values_list("step").annotate(runs=Count("id")).order_by())
+    order = {step["key"]: index for index, step in enumerate(_steps_of(workflow))}
     return [
         {
             "step": step,
-            "reached": runs,
+            "reached": count,
             "stopped": stopped.get(step, 0),
-            "drop_off": round(stopped.get(step, 0) / runs, 3),
+            "waiting": waiting.get(step, 0),
+            "drop_off": round(stopped.get(step, 0) / count, 3) if count else 0.0,
         }
-        for step, runs in reached.items()
+        for step, count in sorted(reached.items(), key=lambda item: order.get(item[0], len(order)))
     ]
+
+
+def _steps_of(workflow: Workflow) -> list[dict]:
+    latest = workflow.versions.order_by("-number").first()
+    return (latest.definition.get("steps") or []) if latest else []

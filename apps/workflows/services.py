@@ -454,7 +454,7 @@ def run_start(
                 raise Conflict(
                     f"The conversation already follows “{active.workflow.name}”; stop it first.", code="run_active"
                 )
-            _finish(active, Run.State.CANCELLED, f"replaced by {workflow.name}")
+            _finish(active, Run.State.CANCELLED, f"replaced by {workflow.name}", publish=False)
         # Messages already in the conversation are not the new run's input.
         last = conversation.messages.filter(direction=Message.Direction.INBOUND).order_by("-id").first()
         if last is not None and last.id > conversation.automation_cursor:
@@ -489,6 +489,7 @@ def _start(workflow: Workflow, conversation: Conversation, variables: dict, pend
     from apps.conversations.services.actions import _event
 
     _event(conversation, None, "bot_started", f"🤖 {workflow.name} started (v{version.number})", run_id=run.pk)
+    _publish_conversation(conversation)  # the inbox shows the bot at work
     _drive(run, conversation, pending)
     return run
 
@@ -768,7 +769,7 @@ def run_cancel(*, run: Run, actor=None) -> Run:
         active = _active_run(conversation)
         if active is None or active.pk != run.pk:
             return run
-        _finish(active, Run.State.CANCELLED, f"stopped by {_person(actor) or 'Parley'}")
+        _finish(active, Run.State.CANCELLED, f"stopped by {_person(actor) or 'Parley'}", publish=False)
         from apps.conversations.services.actions import _event
 
         _event(conversation, actor, "bot_stopped", f"{_person(actor) or 'Parley'}: stopped {active.workflow.name}")
@@ -783,7 +784,7 @@ def runs_stop(*, conversation: Conversation, actor=None, reason: str, keep_run_i
         active = active.exclude(pk=keep_run_id)
     runs = list(active.select_for_update(of=("self",)).select_related("version", "workflow"))
     for run in runs:
-        _finish(run, Run.State.CANCELLED, f"{reason} ({_person(actor) or 'Parley'})")
+        _finish(run, Run.State.CANCELLED, f"{reason} ({_person(actor) or 'Parley'})", publish=False)
     if runs:
         _publish_conversation(conversation)
     return len(runs)
@@ -867,7 +868,7 @@ def _apply(ctx: Context, step: dict, outcome, pending: list, drive: bool = True)
     _log(run, run.step, kind, outcome.outcome, getattr(outcome, "detail", ""), conversation)
     if ctx.chained:
         name, ctx.chained = ctx.chained, None
-        _finish(run, Run.State.DONE, f"continued in {name}")
+        _finish(run, Run.State.DONE, f"continued in {name}", publish=False)
         workflow = Workflow.objects.get(workspace_id=conversation.workspace_id, name=name)
         _start(workflow, conversation, {**run.variables, "_chain": run.variables.get("_chain", 0) + 1}, pending)
         return
@@ -913,11 +914,13 @@ def _timer_on_commit(run: Run) -> None:
     transaction.on_commit(lambda: resume.apply_async((run_id,), eta=eta))
 
 
-def _finish(run: Run, state: str, outcome: str) -> None:
+def _finish(run: Run, state: str, outcome: str, *, publish: bool = True) -> None:
     run.state, run.outcome, run.finished_at = state, outcome[:200], timezone.now()
     run.waiting, run.timeout_at = {}, None
     run.save(update_fields=RUN_FIELDS)
     _log(run, run.step, "end", state, outcome)
+    if publish:
+        _publish_conversation(run.conversation)  # the inbox's bot badge goes
 
 
 def _handover(run: Run, conversation: Conversation, pending: list, *, reason: str, team_name=None, text=None):
@@ -927,7 +930,7 @@ def _handover(run: Run, conversation: Conversation, pending: list, *, reason: st
 
     settings = bot_settings(conversation.workspace_id)
     ctx = Context(run=run, conversation=conversation, definition=run.version.definition)
-    _finish(run, Run.State.HANDED_OVER, reason)
+    _finish(run, Run.State.HANDED_OVER, reason, publish=False)
     ctx.send(ctx.text(text if text is not None else settings.handover_text))
     known = {k: v for k, v in run.variables.items() if k not in ("message", "language", "started_by", "queue", "team")}
     summary = ", ".join(f"{k}: {v}" for k, v in known.items() if not isinstance(v, dict | list))

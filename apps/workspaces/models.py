@@ -184,7 +184,7 @@ class Team(WorkspaceScoped):
     average_handle_minutes = models.PositiveIntegerField(
         _("average handling time (minutes)"),
         default=6,
-        help_text=_("Used to estimate a queued customer's wait: position × this ÷ agents on shift."),
+        help_text=_("Used to estimate a queued customer's wait: position times this, divided by the agents on shift."),
     )
 
     class Meta:

@@ -1,7 +1,8 @@
-// The live inbox (/inbox/): the conversation list with its views and filters, the customer's
-// whole timeline across channels, the reply box, the acts on a conversation, the customer panel,
-// presence, notifications, keyboard shortcuts, and the bots (workflows) an agent may start or stop. Reads and writes go through the REST API
-// (api.js); everything else arrives over the websocket (live.js).
+// The live inbox (/inbox/): the conversation list with its views (the team queues among them) and
+// filters, the customer's whole timeline across channels, the reply box, the acts on a
+// conversation, the bots (workflows) an agent starts or stops, the customer panel, presence,
+// notifications and keyboard shortcuts. Reads and writes go through the REST API (api.js);
+// everything else arrives over the websocket (live.js).
 import {api, ApiError} from "./api.js";
 import {Live} from "./live.js";
 

@@ -37,9 +37,12 @@ def shop(live_server_process, celery_worker_process, simulator):
     nour = make_member(workspace, Role.AGENT)
     nour.user.first_name = "Nour"
     nour.user.save(update_fields=["first_name"])
-    team = make_team(workspace, name="Orders", members=[nour])
+    make_team(workspace, name="Orders", members=[nour])
+    # Nobody of this team is online: what waits in its queue stays there while Nour looks on (an
+    # Orders queue would be handed to her as soon as her inbox sets her online).
+    couriers = make_team(workspace, name="Couriers")
     workflow_import(workspace=workspace, definition=SURVEY)
-    return workspace, team, nour
+    return workspace, couriers, nour
 
 
 def test_an_agent_sees_the_queue_and_runs_and_stops_a_bot_from_the_header(
@@ -57,7 +60,7 @@ def test_an_agent_sees_the_queue_and_runs_and_stops_a_bot_from_the_header(
     page = signed_in_page(browser, live_server_process, nour.user)
     page.click("[data-view=queue]")
     row = page.locator(".conversation-list .row:has-text('Amira Hassan')")
-    row.locator(".row-queue:has-text('in queue · team Orders · waiting 7 min')").wait_for()
+    row.locator(".row-queue:has-text('in queue · team Couriers · waiting 7 min')").wait_for()
     # Omar wrote last, but Amira has waited longest: she comes first.
     assert page.locator(".conversation-list .row .name").all_inner_texts() == ["Amira Hassan", "Omar Farouk"]
     screenshot(page, "inbox-queue.png")

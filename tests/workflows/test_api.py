@@ -15,6 +15,7 @@ from apps.connectors.models import Channel
 from apps.contacts.services import contact_resolve
 from apps.conversations.models import Conversation
 from apps.conversations.selectors import inbox_bootstrap
+from apps.workflows.api.views import CallbackRateThrottle
 from apps.workflows.definition import workflow_import
 from apps.workflows.matching import faq_match
 from apps.workflows.models import BotSettings, FaqEntry, Run, Workflow
@@ -506,6 +507,15 @@ def test_a_callback_must_be_a_json_object_of_at_most_64_kb(escalated):
     assert too_big.status_code == 413 and too_big.json()["code"] == "too_large"
     escalated.refresh_from_db()
     assert escalated.state == "waiting"
+
+
+def test_callbacks_are_throttled_per_address(db, monkeypatch):
+    monkeypatch.setattr(CallbackRateThrottle, "rate", "2/min")
+    url = "/api/v1/workflow-callbacks/nobody-issued-this-token-0000000000/"
+
+    codes = [post(Client(), url, {"text": "guess"}).status_code for _ in range(3)]
+
+    assert codes == [404, 404, 429]
 
 
 # What the inbox learns ---------------------------------------------------------------------------

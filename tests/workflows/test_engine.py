@@ -165,7 +165,7 @@ def test_order_status_answers_from_the_order_system(workspace, channel, support)
 
 
 def test_a_wrong_answer_is_asked_again_then_the_customer_goes_to_a_person(workspace, channel, support):
-    team, agent = support
+    _team, agent = support
     workflow_import(workspace=workspace, definition=MENU)
     conversation = say(channel, "hello")
     for _ in range(3):
@@ -177,7 +177,7 @@ def test_a_wrong_answer_is_asked_again_then_the_customer_goes_to_a_person(worksp
 
 @pytest.mark.parametrize("words", ["operator please", "Оператор", "хочу поговорить с человеком"])
 def test_the_customer_reaches_a_person_at_any_step_in_english_or_russian(workspace, channel, support, words):
-    team, agent = support
+    _team, agent = support
     workflow_import(workspace=workspace, definition=MENU)
     conversation = say(channel, "hello")
     say(channel, "Order status", choice="status")
@@ -241,7 +241,7 @@ def test_a_loop_stops_at_the_step_budget_and_hands_over(workspace, channel, supp
 
 
 def test_a_person_replying_stops_the_bot(workspace, channel, support):
-    team, agent = support
+    _team, agent = support
     workflow_import(workspace=workspace, definition=MENU)
     conversation = say(channel, "hello")
     message_send(conversation=conversation, author=agent.user, text="Hi, Nour here")
@@ -292,7 +292,6 @@ def test_the_faq_answers_asks_if_it_helped_and_closes(workspace, channel, suppor
 
 
 def test_the_faq_answers_in_russian_and_a_no_goes_to_a_person(workspace, channel, support):
-    team, agent = support
     _faq(workspace)
     workflow_import(workspace=workspace, definition=FAQ_BOT)
     conversation = say(channel, "Когда мне вернут деньги?")
@@ -322,7 +321,7 @@ CSAT = {
 
 
 def test_a_closed_conversation_asks_for_a_rating_stays_closed_and_alerts_on_a_low_score(workspace, channel, support):
-    team, agent = support
+    _team, agent = support
     supervisor = make_member(workspace, Role.SUPERVISOR)
     BotSettings.objects.create(workspace=workspace, csat_alert_below=2)
     workflow_import(workspace=workspace, definition=CSAT)
@@ -558,7 +557,7 @@ def test_branches_update_the_contact_and_send_media_in_the_chosen_language(works
 
 
 def test_a_keyword_starts_its_workflow_only_while_no_person_has_the_conversation(workspace, channel, support):
-    team, agent = support
+    _team, agent = support
     keyword = {
         "name": "Refunds",
         "trigger": "message",

@@ -48,7 +48,7 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
     serializer_class = ConversationSerializer
     filterset_class = ConversationFilter
     ordering = ("-last_message_at", "-id")
-    ordering_fields = ("last_message_at", "id", "opened_at", "waiting_since")
+    ordering_fields = ("last_message_at", "id", "opened_at", "waiting_since", "queued_at")
     member_writes = True  # every write is an act on a conversation, checked by check_may_act
 
     def get_queryset(self):

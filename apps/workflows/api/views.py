@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from apps.conversations.services import conversation_for_outbound
 from apps.conversations.services.actions import check_may_act
 from apps.core.api.errors import error_body
 from apps.core.api.filters import IdFilter
@@ -152,7 +153,6 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Workspac
         they used last). Agents may start the workflows offered as shortcuts, on conversations they
         may act on; supervisors and API tokens any enabled workflow. A conversation already
         following a workflow is a 409 `run_active` unless `replace` is true."""
-        from apps.conversations.services.messages import conversation_for_outbound
         from apps.workflows.services import run_start
 
         workflow = self.get_object()

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='team',
             name='average_handle_minutes',
-            field=models.PositiveIntegerField(default=6, help_text="Used to estimate a queued customer's wait: position × this ÷ agents on shift.", verbose_name='average handling time (minutes)'),
+            field=models.PositiveIntegerField(default=6, help_text="Used to estimate a queued customer's wait: position times this, divided by the agents on shift.", verbose_name='average handling time (minutes)'),
         ),
         migrations.AddField(
             model_name='team',
