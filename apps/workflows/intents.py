@@ -94,12 +94,27 @@ def char_ngrams(word: str) -> tuple[str, ...]:
     return tuple(padded[start : start + size] for size in CHAR_NGRAMS for start in range(len(padded) - size + 1))
 
 
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _cjk_split(words: list[str]) -> list[str]:
+    """Chinese is written without spaces: a run of Han characters becomes its overlapping pairs
+    (保修 期 → 保修, 修期), the usual stand-in for words when there is no dictionary."""
+    split = []
+    for word in words:
+        if _CJK.search(word) and len(word) > 2:
+            split.extend(word[start : start + 2] for start in range(len(word) - 1))
+        else:
+            split.append(word)
+    return split
+
+
 def content_words(text: str) -> list[str]:
     """The words that carry meaning; numbers (order ids, dates, amounts) are left out."""
     text = normalise(text)
-    words = [word for word in text.split() if _LETTERS.match(word)]
+    words = _cjk_split([word for word in text.split() if _LETTERS.match(word)])
     meaningful = [word for word in FILLER_PHRASES.sub(" ", text).split() if _LETTERS.match(word)]
-    meaningful = [word for word in meaningful if word not in FILLER_WORDS]
+    meaningful = _cjk_split([word for word in meaningful if word not in FILLER_WORDS])
     return meaningful or words
 
 

@@ -466,7 +466,9 @@ def run_start(
     return run
 
 
-def _start(workflow: Workflow, conversation: Conversation, variables: dict, pending: list, message=None) -> Run:
+def _start(
+    workflow: Workflow, conversation: Conversation, variables: dict, pending: list, message=None, drive=True
+) -> Run:
     version = _latest_version(workflow)
     language = (
         conversation.language
@@ -490,7 +492,8 @@ def _start(workflow: Workflow, conversation: Conversation, variables: dict, pend
 
     _event(conversation, None, "bot_started", f"🤖 {workflow.name} started (v{version.number})", run_id=run.pk)
     _publish_conversation(conversation)  # the inbox shows the bot at work
-    _drive(run, conversation, pending)
+    if drive:
+        _drive(run, conversation, pending)
     return run
 
 
@@ -588,7 +591,7 @@ def _take(conversation: Conversation, message: Message, *, opened: bool, pending
     reply = steps.reply_of(message)
     if run is not None:
         run.variables["message"] = reply.text
-        if _asks_for_a_person(conversation, reply):
+        if reply.choice is None and _asks_for_a_person(conversation, reply):
             _handover(run, conversation, pending, reason="the customer asked for a person")
             return
         _feed(run, conversation, reply, pending)
@@ -600,8 +603,14 @@ def _take(conversation: Conversation, message: Message, *, opened: bool, pending
     workflow = (_triggered(conversation, Trigger.CONVERSATION_OPENED) if opened else None) or _triggered(
         conversation, Trigger.MESSAGE, text=reply.text
     )
-    if workflow is not None:
-        _start(workflow, conversation, {}, pending, message=message)
+    if workflow is None:
+        return
+    if reply.choice is None and _asks_for_a_person(conversation, reply):
+        # "I need a person" as the very first words: the workflow starts and hands over at once.
+        run = _start(workflow, conversation, {}, pending, message=message, drive=False)
+        _handover(run, conversation, pending, reason="the customer asked for a person")
+        return
+    _start(workflow, conversation, {}, pending, message=message)
 
 
 def _asks_for_a_person(conversation: Conversation, reply: steps.Reply) -> bool:
@@ -900,6 +909,7 @@ def _apply(ctx: Context, step: dict, outcome, pending: list, drive: bool = True)
                 reason=outcome.detail or outcome.outcome,
                 team_name=outcome.team,
                 text=outcome.text,
+                routed=outcome.routed,
             )
         else:
             _finish(run, outcome.state, outcome.outcome)
@@ -923,29 +933,35 @@ def _finish(run: Run, state: str, outcome: str, *, publish: bool = True) -> None
         _publish_conversation(run.conversation)  # the inbox's bot badge goes
 
 
-def _handover(run: Run, conversation: Conversation, pending: list, *, reason: str, team_name=None, text=None):
+def _handover(
+    run: Run, conversation: Conversation, pending: list, *, reason: str, team_name=None, text=None, routed=False
+):
     """The customer goes to a person: told so, the context noted for the agent, routed to the
-    step's team, the workflow's, or the workspace's default one."""
+    step's team, the workflow's, or the workspace's default one. After a route step (`routed`)
+    the conversation is already placed and the customer told: only the note is left to write."""
     from apps.workflows import routing
 
     settings = bot_settings(conversation.workspace_id)
     ctx = Context(run=run, conversation=conversation, definition=run.version.definition)
     _finish(run, Run.State.HANDED_OVER, reason, publish=False)
-    ctx.send(ctx.text(text if text is not None else settings.handover_text))
     known = {k: v for k, v in run.variables.items() if k not in ("message", "language", "started_by", "queue", "team")}
     summary = ", ".join(f"{k}: {v}" for k, v in known.items() if not isinstance(v, dict | list))
     ctx.note(f"Handed over by {run.workflow.name} ({reason})" + (f". {summary}" if summary else ""))
+    if routed:
+        _publish_conversation(conversation)
+        return
+    ctx.send(ctx.text(text if text is not None else settings.handover_text))
     team = ctx.team(team_name or "") or run.workflow.handover_team or settings.fallback_team or conversation.team
     if team is not None and conversation.assignee_id is None and not ctx.sandbox:
         result = routing.conversation_route(conversation=conversation, team=team)
         conversation.refresh_from_db(fields=["team", "assignee", "queued_at", "status"])
         if result.outcome != "assigned":
+            opens = (
+                result.opens_at.astimezone(conversation.workspace.tz).strftime("%a %H:%M") if result.opens_at else ""
+            )
             ctx.set_var("queue", {"position": result.position or 0, "wait_minutes": result.wait_minutes or 0})
-            ctx.set_var("team", {"name": team.name})
+            ctx.set_var("team", {"name": team.name, "opens_at": opens})
             key = "text_busy" if result.busy else ("text_queued" if result.outcome == "queued" else "text_closed")
-            if result.opens_at:
-                opens = result.opens_at.astimezone(conversation.workspace.tz).strftime("%a %H:%M")
-                ctx.set_var("team", {"name": team.name, "opens_at": opens})
             ctx.send(ctx.text(steps.DEFAULT_ROUTE_TEXTS[key]))
     run.save(update_fields=RUN_FIELDS)
     _publish_conversation(conversation)

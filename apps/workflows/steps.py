@@ -50,6 +50,7 @@ class End:
     detail: str = ""
     team: str | None = None  # a hand-over's team
     text: Any = None  # a hand-over's message (localised), None for the workspace's
+    routed: bool = False  # a route step already placed it (and told the customer): nothing more to do
 
 
 def _branch(settings: dict, name: str, step: dict) -> str | None:
@@ -109,7 +110,6 @@ def _phrases(option: dict) -> list[str]:
 
 # Typed input ---------------------------------------------------------------------------------
 
-ORDER_NUMBER = r"#?\s*([A-Za-z0-9][A-Za-z0-9\-]{2,39})"
 DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%y")
 
 
@@ -144,11 +144,22 @@ def input_clean(kind: str, text: str, *, pattern: str = "", region: str | None =
                 continue
         return None
     if kind == "order_number":
-        found = re.fullmatch(ORDER_NUMBER, text)
-        return found.group(1).upper() if found and any(ch.isdigit() for ch in found.group(1)) else None
+        return _order_number(text)
     if kind == "order_or_phone":
         return _phone(text, region, normalise_phone) or input_clean("order_number", text)
     return text[:1000]
+
+
+ORDER_WORDS = re.compile(r"(?i)\b(?:order|no|nr|number|заказ\w*|номер)\b|[#№]")
+
+
+def _order_number(text: str) -> str | None:
+    """An order number, alone or in a short sentence ("#NB-1042", "заказ №48213977", "order
+    nb-1042 please"): the one token with at least three digits."""
+    tokens = [t for t in re.split(r"[\s,.;:!?()]+", ORDER_WORDS.sub(" ", text)) if t]
+    candidates = [t for t in tokens if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]{2,39}", t)]
+    candidates = [t for t in candidates if sum(ch.isdigit() for ch in t) >= 3]
+    return candidates[0].upper() if len(candidates) == 1 and len(tokens) <= 6 else None
 
 
 def _phone(text: str, region, normalise_phone) -> str | None:
@@ -373,7 +384,7 @@ def enter_route(ctx, step):
     branch = settings.get(result.outcome)
     if branch:
         return Go(branch, result.outcome)
-    return End("handed_over", result.outcome, detail=ctx.vars.get("queue", {}).get("summary", ""))
+    return End("handed_over", result.outcome, detail=ctx.vars.get("queue", {}).get("summary", ""), routed=True)
 
 
 DEFAULT_ROUTE_TEXTS = {
@@ -389,6 +400,10 @@ DEFAULT_ROUTE_TEXTS = {
         "(you are number {{queue.position}}). We will answer as soon as we can.",
         "ru": "Сейчас много обращений: ожидание около {{queue.wait_minutes}} мин "
         "(вы {{queue.position}}-й в очереди). Ответим как можно скорее.",
+        "zh-hant": "目前諮詢量較大，預計等候約 {{queue.wait_minutes}} 分鐘"
+        "（您排在第 {{queue.position}} 位），我們會盡快回覆。",
+        "zh-hans": "目前咨询量较大，预计等候约 {{queue.wait_minutes}} 分钟"
+        "（您排在第 {{queue.position}} 位），我们会尽快回复。",
     },
     "text_closed": {
         "en": "Our {{team.name}} team is away now; we open at {{team.opens_at}} and will answer you then.",
@@ -603,6 +618,8 @@ CSAT_TEXT = {
 CSAT_COMMENT = {
     "en": "Thank you! Anything you would like to add? (or just skip)",
     "ru": "Спасибо! Хотите что-то добавить? (можно пропустить)",
+    "zh-hant": "謝謝！還有其他意見嗎？（可略過）",
+    "zh-hans": "谢谢！还有其他意见吗？（可略过）",
 }
 CSAT_THANKS = {
     "en": "Thank you for your feedback!",
@@ -612,7 +629,7 @@ CSAT_THANKS = {
 }
 STARS = ["1 ⭐", "2 ⭐⭐", "3 ⭐⭐⭐", "4 ⭐⭐⭐⭐", "5 ⭐⭐⭐⭐⭐"]
 RATING = re.compile(r"\s*([1-5])\s*(?:/\s*5)?\s*[.!)]?\s*$")
-SKIP = {"skip", "no", "нет", "пропустить", "-", "no thanks", "nope"}
+SKIP = {"skip", "no", "нет", "пропустить", "-", "no thanks", "nope", "略過", "略过", "沒有", "没有"}
 
 
 def enter_csat(ctx, step):

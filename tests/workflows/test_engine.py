@@ -157,9 +157,9 @@ def test_order_status_answers_from_the_order_system(workspace, channel, support)
     workflow_import(workspace=workspace, definition=MENU)
     conversation = say(channel, "hello")
     say(channel, "Order status", choice="status")
-    say(channel, "it's nb-1042")  # not an order number alone: asked again
+    say(channel, "the blue one")  # neither an order number nor a phone: asked again
     assert bot_said(conversation)[-2].text.startswith("Sorry")
-    say(channel, "#NB-1042")
+    say(channel, "it's order nb-1042")
     assert last_bot(conversation).text == "Order NB-1042 is Shipped."
     assert Run.objects.get(conversation=conversation).state == "done"
 
@@ -629,3 +629,30 @@ def test_run_start_refuses_a_second_workflow_unless_replacing(workspace, channel
     run = services.run_start(workflow=other, conversation=conversation, replace=True)
     assert run.state == "waiting"
     assert Run.objects.get(conversation=conversation, workflow__name="Support menu").state == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("NB-1042", "NB-1042"),
+        ("#nb-1042", "NB-1042"),
+        ("заказ №48213977", "48213977"),
+        ("my order number is 48213977 thanks", "48213977"),
+        ("the blue one", None),
+        ("12", None),
+        ("orders 1234 and 5678", None),
+    ],
+)
+def test_order_numbers_are_found_in_what_customers_type(typed, expected):
+    from apps.workflows.steps import input_clean
+
+    assert input_clean("order_number", typed) == expected
+
+
+def test_a_first_message_asking_for_a_person_is_handed_over_without_the_menu(workspace, channel, support):
+    _team, agent = support
+    workflow_import(workspace=workspace, definition=MENU)
+    conversation = say(channel, "I need to talk to an agent")
+    conversation.refresh_from_db()
+    assert conversation.assignee == agent
+    assert [m.text for m in bot_said(conversation)] == ["Connecting you with a person. Please hold on."]

@@ -531,7 +531,7 @@ def test_an_english_question_is_answered_in_english_and_operator_reaches_a_perso
     assert Run.objects.get(conversation=conversation).variables["language"] == "en"
 
 
-# Known engine gaps: strict xfails, so the fix turns each into a failure that says to drop its mark ----
+# Engine edges the journeys found --------------------------------------------------------------------
 
 
 def bot_texts(conversation_id: int) -> list[str]:
@@ -546,11 +546,6 @@ def run_finished(conversation_id: int) -> Run:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services._handover, reached when a route step has no 'queued' branch, routes the conversation "
-    "again to the workflow's handover team, taking it out of the queue the route step put it in",
-)
 def test_a_customer_queued_by_a_route_step_stays_in_that_teams_queue(grocery, simulator):
     channel, agents = grocery.channel, grocery.agents
     AgentStatus.objects.filter(membership=agents["Products"]).update(status="offline")
@@ -565,11 +560,6 @@ def test_a_customer_queued_by_a_route_step_stays_in_that_teams_queue(grocery, si
     assert conversation.queued_at is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a route step without an 'assigned' branch ends in services._handover, which sends the workspace's "
-    "hand-over text ('Connecting you with a person') right after the step's own text_assigned",
-)
 def test_a_customer_given_to_an_agent_is_told_so_once(grocery, simulator):
     channel = grocery.channel
     whatsapp_says(simulator, "hi")
@@ -585,12 +575,6 @@ def test_a_customer_given_to_an_agent_is_told_so_once(grocery, simulator):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the FAQ follow-up's 'no' button is titled 'Нет, нужен оператор' / 'No, a person please': the tap "
-    "matches the human-exit words before steps.receive_faq sees it, so a faq step's not_helped branch is never "
-    "taken (here: the delivery team for a delivery question)",
-)
 def test_a_tapped_no_after_a_delivery_answer_goes_to_the_delivery_team(marketplace, simulator, live_server_process):
     ws, agents = marketplace.workspace, marketplace.agents
     channel = telegram(ws, simulator, live_server_process)
@@ -603,11 +587,6 @@ def test_a_tapped_no_after_a_delivery_answer_goes_to_the_delivery_team(marketpla
     assert (conversation.team.name, conversation.assignee) == ("Доставка", agents["Доставка"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services._take checks the human-exit words only for a run already going: a first message asking for "
-    "a person starts the workflow (here the menu) instead of handing over",
-)
 def test_a_first_message_asking_for_a_person_hands_over_at_once(grocery, simulator):
     channel = grocery.channel
 

@@ -7,7 +7,10 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from apps.contacts.models import Contact, ContactIdentity, Order
+from apps.workflows.models import BotSettings, FaqEntry, Step, Workflow, WorkflowVersion
 from apps.workspaces.models import (
+    AgentStatus,
     ApiToken,
     Membership,
     Shift,
@@ -21,6 +24,7 @@ from tests.conftest import token_client
 pytestmark = pytest.mark.django_db
 
 DEMO_MODELS = (User, Workspace, Membership, Team, Shift, ShiftException)
+DEMO_BOT_MODELS = (Workflow, Step, WorkflowVersion, FaqEntry, BotSettings, Contact, ContactIdentity, Order)
 
 
 def _run(*args, **options) -> str:
@@ -72,7 +76,7 @@ def test_create_api_token_refuses_a_blank_name(tenants):
 
 
 def _counts() -> dict[str, int]:
-    return {model.__name__: model.objects.count() for model in DEMO_MODELS}
+    return {model.__name__: model.objects.count() for model in (*DEMO_MODELS, *DEMO_BOT_MODELS)}
 
 
 def test_load_demo_twice_creates_the_demo_company_once():
@@ -85,10 +89,22 @@ def test_load_demo_twice_creates_the_demo_company_once():
     assert set(Workspace.objects.values_list("slug", flat=True)) == {
         "support",
         "operations",
+        "electronics",
+        "marketplace",
         "sandbox",
     }
-    assert first["User"] == 10
-    assert first["Team"] == 4
+    assert first["User"] == 18
+    assert first["Team"] == 10
+    assert first["Workflow"] == 5  # the four journeys and the grocery survey
+    assert first["Order"] == 4
+
+
+def test_the_demo_agents_are_online_so_the_bots_can_route_to_them():
+    _run("load_demo", quiet_logins=True)
+
+    online = AgentStatus.objects.filter(status="online", membership__workspace__slug="marketplace")
+    assert sorted(online.values_list("membership__user__username", flat=True)) == ["dmitry", "elena", "sergey"]
+    assert not online.filter(last_seen_at__isnull=False).exists()  # nothing for the presence sweep to expire
 
 
 def test_demo_user_sara_signs_in_with_the_demo_password():
