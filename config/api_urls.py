@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("apps.conversations.api.urls")),
     path("", include("apps.contacts.api.urls")),
     path("", include("apps.workflows.api.urls")),
+    path("", include("apps.broadcasts.api.urls")),
 ]
 
 # Anything else under /api/v1/ answers with the API's JSON 404, not an HTML page.

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "apps.contacts",
     "apps.conversations",
     "apps.workflows",
+    "apps.broadcasts",
 ]
 
 MIDDLEWARE = [

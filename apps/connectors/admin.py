@@ -1,12 +1,31 @@
 from django import forms
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from apps.connectors.base import ProviderError
 from apps.connectors.models import Channel, ChannelKind, MessageTemplate, WebhookDelivery, WebhookSubscription
-from apps.connectors.services import channel_activate, webhook_replay, webhook_subscriptions_changed
+from apps.connectors.registry import connectors
+from apps.connectors.selectors import (
+    contact_field_choices,
+    template_default_mapping,
+    template_sample_contact,
+    template_sample_contacts,
+    template_values_for_contact,
+)
+from apps.connectors.services import (
+    channel_activate,
+    template_draft_copy,
+    templates_sync,
+    webhook_replay,
+    webhook_subscriptions_changed,
+)
 from apps.core.admin import WorkspaceScopedAdmin
+from apps.core.exceptions import DomainError
 
 
 class ChannelForm(forms.ModelForm):
@@ -42,11 +61,18 @@ class ChannelAdmin(WorkspaceScopedAdmin):
     list_display = ("name", "kind", "workspace", "enabled", "webhook_url")
     list_filter = ("kind", ("workspace", admin.RelatedOnlyFieldListFilter))
     readonly_fields = ("uuid", "webhook_url", "verify_token", "embed_code")
-    actions = ["activate"]
+    actions = ["activate", "sync_templates"]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         self._activate(request, obj)
+
+    @admin.action(description=_("Sync message templates from the provider"))
+    def sync_templates(self, request, queryset):
+        for channel in _template_channels(queryset):
+            _sync_templates(request, channel)
+        for channel in queryset.exclude(pk__in=_template_channels(queryset).values("pk")):
+            messages.warning(request, _("%(channel)s has no message templates.") % {"channel": channel})
 
     @admin.action(description=_("Connect the selected channels with their providers again"))
     def activate(self, request, queryset):
@@ -83,14 +109,275 @@ class ChannelAdmin(WorkspaceScopedAdmin):
         )
 
 
+def _sync_templates(request, channel) -> None:
+    """One channel's templates from its provider, the outcome (or the refusal) shown."""
+    try:
+        counts = templates_sync(channel=channel)
+    except (DomainError, ProviderError) as error:
+        messages.error(
+            request,
+            _("%(channel)s: %(detail)s (%(code)s)") % {"channel": channel, "detail": error.detail, "code": error.code},
+        )
+        return
+    messages.success(
+        request,
+        _("%(channel)s: %(created)d new, %(updated)d updated, %(removed)d no longer at the provider (paused).")
+        % {"channel": channel, **counts},
+    )
+
+
+def _template_channels(queryset):
+    kinds = [kind for kind, connector in connectors().items() if connector.templates]
+    return queryset.filter(kind__in=kinds)
+
+
+class MessageTemplateForm(forms.ModelForm):
+    buttons = forms.JSONField(required=False, help_text=MessageTemplate._meta.get_field("buttons").help_text)
+    example = forms.JSONField(required=False, help_text=MessageTemplate._meta.get_field("example").help_text)
+
+    class Meta:
+        model = MessageTemplate
+        fields = (
+            "channel",
+            "name",
+            "language",
+            "category",
+            "parameter_format",
+            "header_format",
+            "header",
+            "body",
+            "footer",
+            "buttons",
+            "example",
+        )
+
+    def clean_buttons(self):
+        return self.cleaned_data.get("buttons") or []
+
+    def clean_example(self):
+        return self.cleaned_data.get("example") or []
+
+
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(WorkspaceScopedAdmin):
-    """The provider-approved templates operators may send once the customer-service window has
-    closed (the inbox offers them), and campaigns use."""
+    """The provider's templates, synced (read-only here: the provider decides them), and local
+    drafts a supervisor writes before submitting them to Meta. Operators may send the approved
+    ones once the customer-service window has closed (the inbox offers them); broadcasts and
+    campaigns use them. The change page previews a template as the customer will see it."""
 
-    list_display = ("name", "language", "channel", "category", "status", "workspace")
-    list_filter = ("status", "category", ("workspace", admin.RelatedOnlyFieldListFilter))
+    form = MessageTemplateForm
+    list_display = ("name", "language", "channel", "category", "status", "parameter_format", "synced_at", "workspace")
+    list_filter = (
+        "status",
+        "category",
+        ("channel", admin.RelatedOnlyFieldListFilter),
+        ("workspace", admin.RelatedOnlyFieldListFilter),
+    )
+    list_select_related = ("channel", "workspace")
     search_fields = ("name", "body")
+    actions = ["sync_channels", "copy_as_draft"]
+    readonly_fields = (
+        "workspace",
+        "status",
+        "rejected_reason",
+        "provider_id",
+        "synced_at",
+        "variable_list",
+        "preview",
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ("channel", "name", "language", "category", "parameter_format")}),
+            (_("Content"), {"fields": ("header_format", "header", "body", "footer", "buttons", "example")}),
+        ]
+        if obj is not None:
+            fieldsets.insert(0, (_("Preview"), {"fields": ("preview", "variable_list")}))
+            fieldsets.append(
+                (
+                    _("At the provider"),
+                    {"fields": ("workspace", "status", "rejected_reason", "provider_id", "synced_at")},
+                )
+            )
+        return fieldsets
+
+    def has_change_permission(self, request, obj=None):
+        # A synced template is the provider's: it is viewed here, and copied to a draft to change.
+        if obj is not None and obj.status != MessageTemplate.Status.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "channel":
+            field.queryset = _template_channels(field.queryset)
+        return field
+
+    def save_model(self, request, obj, form, change):
+        obj.workspace_id = obj.channel.workspace_id  # a template lives in its channel's workspace
+        if not change:
+            obj.status = MessageTemplate.Status.DRAFT
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(view)
+
+        return [
+            path("sync/", wrap(self.sync_view), name="connectors_messagetemplate_sync"),
+            path("<int:object_id>/preview/", wrap(self.preview_view), name="connectors_messagetemplate_preview"),
+            *super().get_urls(),
+        ]
+
+    # Sync --------------------------------------------------------------------------------------
+
+    def _channels(self, request):
+        channels = _template_channels(Channel.objects.select_related("workspace"))
+        return channels if request.user.is_superuser else channels.filter(workspace__in=self.administered(request))
+
+    def sync_view(self, request):
+        """GET: the channels whose templates can be synced; POST channel=<id>: sync it."""
+        if request.method == "POST":
+            chosen = str(request.POST.get("channel", ""))
+            channel = self._channels(request).filter(pk=chosen).first() if chosen.isdigit() else None
+            if channel is None:
+                raise Http404
+            _sync_templates(request, channel)
+            return redirect("admin:connectors_messagetemplate_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": MessageTemplate._meta,
+            "title": _("Sync templates from the provider"),
+            "channels": self._channels(request),
+        }
+        return TemplateResponse(request, "admin/connectors/messagetemplate/sync.html", context)
+
+    @admin.action(description=_("Sync the selected templates' channels from the provider"))
+    def sync_channels(self, request, queryset):
+        for channel in self._channels(request).filter(pk__in=queryset.values("channel_id")):
+            _sync_templates(request, channel)
+
+    @admin.action(description=_("Copy as a new draft to edit"))
+    def copy_as_draft(self, request, queryset):
+        for template in queryset:
+            copy = template_draft_copy(template=template)
+            messages.success(
+                request, _("Draft %(name)s made from %(source)s.") % {"name": copy.name, "source": template.name}
+            )
+
+    # Preview -----------------------------------------------------------------------------------
+
+    def preview_view(self, request, object_id):
+        """The template with its examples and with a sample contact's fields, each variable
+        mapped to a field of the contact (or left to its example) by the form on the page."""
+        template = self.get_object(request, str(object_id))
+        if template is None:
+            raise Http404
+        contact = template_sample_contact(template=template, contact_id=request.GET.get("contact"))
+        choices = contact_field_choices(workspace_id=template.workspace_id)
+        mapping = _mapping_from(request.GET, template, choices)
+        rows = [(v, mapping[i].get("field", "")) for i, v in enumerate(template.variables)]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": MessageTemplate._meta,
+            "original": template,
+            "title": _("Preview %(name)s") % {"name": template},
+            "example_preview": template_bubble(template.rendered()),
+            "contact": contact,
+            "contact_preview": _contact_bubble(template, contact, mapping),
+            "contacts": template_sample_contacts(template=template),
+            "choices": choices,
+            "rows": rows,
+        }
+        return TemplateResponse(request, "admin/connectors/messagetemplate/preview.html", context)
+
+    @admin.display(description=_("preview"))
+    def preview(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        contact = template_sample_contact(template=obj)
+        mapping = template_default_mapping(template=obj, workspace_id=obj.workspace_id)
+        unmapped = [v.label for v, rule in zip(obj.variables, mapping, strict=True) if not rule]
+        note = _("%(variables)s keep their examples here.") % {"variables": ", ".join(unmapped)} if unmapped else ""
+        return format_html(
+            '<div style="display:flex; gap:24px; flex-wrap:wrap">'
+            "<div><h4>{}</h4>{}</div><div><h4>{}</h4>{}</div></div><p>{} <a href='{}'>{}</a></p>",
+            _("With the example values"),
+            template_bubble(obj.rendered()),
+            _("With %(contact)s") % {"contact": contact} if contact else _("With a contact"),
+            _contact_bubble(obj, contact, mapping),
+            note,
+            reverse("admin:connectors_messagetemplate_preview", args=[obj.pk]),
+            _("Preview with another contact, or map each variable to a contact's field"),
+        )
+
+    @admin.display(description=_("values a send gives"))
+    def variable_list(self, obj):
+        variables = obj.variables if obj is not None else []
+        if not variables:
+            return _("None")
+        examples = list(obj.example or [])
+        rows = [(v.label, examples[i] if i < len(examples) else "") for i, v in enumerate(variables)]
+        return format_html("<ol>{}</ol>", format_html_join("", "<li><code>{}</code> e.g. {}</li>", rows))
+
+
+def _mapping_from(query, template, choices) -> list[dict]:
+    """`v<n>=contact.<field>` per variable from the preview form; the default mapping when the
+    form was not sent."""
+    allowed = {field for field, _ in choices}
+    if not any(key.startswith("v") and key[1:].isdigit() for key in query):
+        return template_default_mapping(template=template, workspace_id=template.workspace_id)
+    return [
+        {"field": query[f"v{i}"]} if query.get(f"v{i}") in allowed else {} for i, _ in enumerate(template.variables)
+    ]
+
+
+def _contact_bubble(template, contact, mapping):
+    if contact is None:
+        return format_html("<p>{}</p>", _("This workspace has no contacts yet."))
+    values = template_values_for_contact(template=template, contact=contact, mapping=mapping)
+    return template_bubble(template.rendered(values))
+
+
+BUTTON_ICONS = {"url": "↗", "phone_number": "☎", "quick_reply": "↩", "copy_code": "⧉", "otp": "⧉"}
+
+
+def template_bubble(shown: dict):
+    """A template as the customer's phone shows it: header, body, footer, then its buttons."""
+    header = ""
+    if shown["header"]:
+        header = format_html("<div style='font-weight:bold; margin-bottom:6px'>{}</div>", shown["header"])
+    elif shown["header_media"]:
+        header = format_html(
+            "<div style='margin-bottom:6px'>[{}] <a href='{}' rel='noopener'>{}</a></div>",
+            shown["header_format"],
+            shown["header_media"],
+            _("file"),
+        )
+    footer = (
+        format_html("<div style='color:#667; font-size:12px; margin-top:6px'>{}</div>", shown["footer"])
+        if shown["footer"]
+        else ""
+    )
+    buttons = format_html_join(
+        "",
+        "<div style='border-top:1px solid #dde; padding:6px; text-align:center; color:#0a7cff'>{} {}{}</div>",
+        ((BUTTON_ICONS.get(b["type"], "•"), b["text"], _button_detail(b)) for b in shown["buttons"]),
+    )
+    return format_html(
+        "<div class='template-preview' style='max-width:340px; background:#e7ffdb; border-radius:8px; padding:10px; "
+        "white-space:pre-wrap; font-family:system-ui, sans-serif; box-shadow:0 1px 1px #0002'>{}<div>{}</div>{}</div>"
+        "<div style='max-width:360px; background:#fff'>{}</div>",
+        header,
+        shown["body"],
+        footer,
+        buttons,
+    )
+
+
+def _button_detail(button: dict) -> str:
+    detail = button.get("url") or button.get("phone_number") or button.get("code") or ""
+    return f" ({detail})" if detail else ""
 
 
 @admin.register(WebhookSubscription)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import httpx
 from django.http import HttpResponse
 
+from apps.core.exceptions import DomainError
+
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
@@ -243,6 +245,19 @@ class Connector:
 
     def send(self, channel, message: OutboundMessage) -> SendResult:
         raise NotImplementedError
+
+    def templates_fetch(self, channel) -> list[dict]:
+        """The channel's message templates as the provider lists them, every page, each as
+        {"provider_id", "name", "language", "category", "status", "rejected_reason",
+        "parameter_format", "header_format", "header", "body", "footer", "buttons", "examples"}
+        with Parley's values (MessageTemplate's choices). Raises ProviderError when the provider
+        refuses."""
+        raise DomainError(f"{self.kind} channels have no message templates to sync.", code="templates_unsupported")
+
+    def template_payload(self, template, parameters) -> dict:
+        """A MessageTemplate filled with `parameters` (a list in the order of its variables, or
+        a dict by slot) in the provider's shape, as `send` puts it on the wire."""
+        raise DomainError(f"{self.kind} channels cannot send message templates.", code="templates_unsupported")
 
     def fetch_media(self, channel, media: dict, max_bytes: int) -> MediaFile:
         raise NotImplementedError

@@ -1,5 +1,7 @@
 """Reads for channels: what a web chat visitor may see of their own conversation."""
 
+from django.db.models import F
+
 from apps.connectors.models import Channel, ChannelKind
 from apps.connectors.providers.webchat import file_url
 from apps.conversations.models import Attachment, Message
@@ -64,3 +66,76 @@ def webchat_attachment_get(*, channel, visitor_id: str, attachment_uuid) -> Atta
         state=Attachment.State.STORED,
         message__in=_visitor_messages(channel, visitor_id).exclude(kind=Message.Kind.NOTE),
     ).first()
+
+
+# Message templates -----------------------------------------------------------------------------
+
+# The contact's fields a template variable may take, as broadcasts name them ("contact.<field>";
+# a custom field is "contact.custom.<key>").
+CONTACT_FIELDS = ("first_name", "name", "phone", "email", "language", "country", "external_id")
+
+
+def contact_field_value(contact, field: str) -> str:
+    path = field.removeprefix("contact.")
+    if path.startswith("custom."):
+        value = (contact.custom_fields or {}).get(path.removeprefix("custom."))
+    else:
+        value = getattr(contact, path, None) if path in CONTACT_FIELDS else None
+    return "" if value is None else str(value)
+
+
+def contact_field_choices(*, workspace_id: int) -> list[tuple[str, str]]:
+    from apps.contacts.models import CustomFieldDefinition
+
+    custom = CustomFieldDefinition.objects.filter(workspace_id=workspace_id).values_list("key", "label")
+    return [(f"contact.{f}", f.replace("_", " ")) for f in CONTACT_FIELDS] + [
+        (f"contact.custom.{key}", label) for key, label in custom
+    ]
+
+
+def template_default_mapping(*, template, workspace_id: int) -> list[dict]:
+    """One entry per variable, as a broadcast maps them: a named variable takes the contact's
+    field of its name ({{first_name}}, or a custom field's key), any other its example."""
+    known = {field.rsplit(".", 1)[-1]: field for field, _ in contact_field_choices(workspace_id=workspace_id)}
+    return [{"field": known[v.name]} if template.named and v.name in known else {} for v in template.variables]
+
+
+def template_values_for_contact(*, template, contact, mapping: list[dict] | None = None) -> list[str]:
+    """The values a send to `contact` would carry: per variable `{"field": "contact.first_name"}`,
+    `{"value": "SPRING10"}`, or nothing for the example; an empty field falls back to the
+    example too, so the preview never shows a hole."""
+    mapping = (
+        mapping
+        if mapping is not None
+        else template_default_mapping(template=template, workspace_id=template.workspace_id)
+    )
+    examples = list(template.example or [])
+    values = []
+    for index, _variable in enumerate(template.variables):
+        rule = mapping[index] if index < len(mapping) else {}
+        value = contact_field_value(contact, rule["field"]) if rule.get("field") else str(rule.get("value") or "")
+        values.append(value or (str(examples[index]) if index < len(examples) else ""))
+    return values
+
+
+def _preview_contacts(template):
+    from apps.contacts.models import Contact
+
+    contacts = Contact.objects.filter(workspace_id=template.workspace_id, merged_into__isnull=True)
+    return contacts.order_by(F("last_seen_at").desc(nulls_last=True), "-created_at", "-pk")
+
+
+def template_sample_contacts(*, template, limit: int = 50) -> list:
+    """The contacts a preview may be filled with: the template's workspace's, latest seen first."""
+    return list(_preview_contacts(template)[:limit])
+
+
+def template_sample_contact(*, template, contact_id=None):
+    """The contact a preview is filled with: the one asked for, if it is in the template's
+    workspace, else the one seen most recently (with a name, when any has one)."""
+    contacts = _preview_contacts(template)
+    if contact_id and str(contact_id).isdigit():
+        chosen = contacts.filter(pk=contact_id).first()
+        if chosen is not None:
+            return chosen
+    return contacts.exclude(name="").first() or contacts.first()

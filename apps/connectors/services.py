@@ -223,6 +223,128 @@ def channels_to_poll() -> list[int]:
     return list(Channel.objects.filter(kind__in=kinds, enabled=True).values_list("pk", flat=True))
 
 
+# Message templates ---------------------------------------------------------------------------
+
+# What the provider decides about a template; everything else (the row's id, workspace, when it
+# was made) is Parley's.
+SYNCED_FIELDS = (
+    "provider_id",
+    "category",
+    "status",
+    "rejected_reason",
+    "parameter_format",
+    "header_format",
+    "header",
+    "body",
+    "footer",
+    "buttons",
+    "example",
+)
+
+
+def templates_sync(*, channel) -> dict:
+    """The channel's templates as the provider lists them: upserted by (channel, name,
+    language), a local draft of the same name and language included (it was submitted and
+    the provider now has the say). Returns how many were created, updated and removed.
+
+    A template gone from the provider is not deleted but paused, with the reason: broadcasts and
+    campaigns point at it (PROTECT), sent messages name it, and a paused template is never sent
+    (only approved ones are). If the provider lists it again, the next sync brings it back.
+    Drafts were never at the provider and are left alone."""
+    from apps.connectors.models import Channel, MessageTemplate
+
+    fetched = connector_for(channel).templates_fetch(channel)  # every page, before any row is locked
+    now = timezone.now()
+    counts = {"created": 0, "updated": 0, "removed": 0}
+    with transaction.atomic():
+        Channel.objects.select_for_update().filter(pk=channel.pk).first()  # one sync of a channel at a time
+        known = {(t.name, t.language): t for t in MessageTemplate.objects.filter(channel_id=channel.pk)}
+        unchanged, seen = [], set()
+        for spec in fetched:
+            key = (spec["name"], spec["language"])
+            if key in seen:
+                continue
+            seen.add(key)
+            outcome, template = _template_upsert(channel, known.get(key), spec, now)
+            if outcome:
+                counts[outcome] += 1
+            else:
+                unchanged.append(template.pk)
+        MessageTemplate.objects.filter(pk__in=unchanged).update(synced_at=now)
+        for key, template in known.items():
+            if key not in seen and _template_gone(template, now):
+                counts["removed"] += 1
+    return counts
+
+
+def _template_upsert(channel, template, spec: dict, now) -> tuple[str | None, object]:
+    """("created" | "updated" | None when the provider's version is what we have, the row)."""
+    from apps.connectors.models import MessageTemplate
+
+    if template is None:
+        template = MessageTemplate(
+            workspace_id=channel.workspace_id, channel=channel, name=spec["name"], language=spec["language"]
+        )
+    before = {field: getattr(template, field) for field in SYNCED_FIELDS}
+    for field in SYNCED_FIELDS:
+        if field != "example":
+            setattr(template, field, spec.get(field, before[field]))
+    template.example = template.examples_in_order(spec.get("examples") or {})  # once the variables are known
+    if template.pk is None:
+        template.synced_at = now
+        template.save()
+        return "created", template
+    changed = [field for field in SYNCED_FIELDS if getattr(template, field) != before[field]]
+    if not changed:
+        return None, template
+    template.synced_at = now
+    template.save(update_fields=[*changed, "synced_at"])
+    return "updated", template
+
+
+def _template_gone(template, now) -> bool:
+    """Pauses a template the provider no longer lists; False when there was nothing to do (a
+    draft, or one already found gone)."""
+    status = type(template).Status
+    if template.status == status.DRAFT or (template.status == status.PAUSED and not template.provider_id):
+        return False
+    template.status = status.PAUSED
+    template.provider_id = ""
+    template.rejected_reason = f"No longer at the provider (found gone on {now:%Y-%m-%d}); kept for its history."
+    template.synced_at = now
+    template.save(update_fields=["status", "provider_id", "rejected_reason", "synced_at"])
+    return True
+
+
+def template_draft_copy(*, template):
+    """A draft copy of a template to edit (a synced one is the provider's and read-only here),
+    named `<name>_v2` (or the next free number) in the same channel and language."""
+    from apps.connectors.models import MessageTemplate
+
+    taken = set(
+        MessageTemplate.objects.filter(channel_id=template.channel_id, language=template.language).values_list(
+            "name", flat=True
+        )
+    )
+    base = re.sub(r"_v\d+$", "", template.name)
+    number = 2
+    while f"{base}_v{number}" in taken:
+        number += 1
+    copy = MessageTemplate(
+        workspace_id=template.workspace_id,
+        channel_id=template.channel_id,
+        name=f"{base}_v{number}",
+        language=template.language,
+        category=template.category,
+        status=MessageTemplate.Status.DRAFT,
+        **{f: getattr(template, f) for f in ("parameter_format", "header_format", "header", "body", "footer")},
+        buttons=list(template.buttons or []),
+        example=list(template.example or []),
+    )
+    copy.save()
+    return copy
+
+
 # Outgoing webhooks ---------------------------------------------------------------------------
 
 WEBHOOK_TIMEOUT = 10.0

@@ -424,6 +424,10 @@ def order_upsert(*, workspace_id: int, data: dict, contact: Contact | None = Non
     order.save()
     if order.contact_id and order.status in ("paid", "shipped", "delivered") and previous in (None, "created"):
         _contact_purchased(order.contact, order.placed_at)
+    if order.status != previous:
+        from apps.broadcasts.results import order_conversion_apply
+
+        order_conversion_apply(order=order)  # an order soon after a broadcast converts it
     from apps.connectors.services import webhook_emit
     from apps.workflows.services import contact_event_on_commit
 
@@ -467,10 +471,15 @@ def stock_event_record(*, workspace_id: int, sku: str, in_stock: bool, quantity:
     from apps.contacts.models import StockEvent
 
     last = StockEvent.objects.filter(workspace_id=workspace_id, sku=sku).order_by("-created_at", "-id").first()
-    return StockEvent.objects.create(
+    event = StockEvent.objects.create(
         workspace_id=workspace_id,
         sku=sku,
         in_stock=in_stock,
         quantity=quantity,
         restocked=in_stock and last is not None and not last.in_stock,
     )
+    if event.restocked:  # back-in-stock campaigns tell the customers waiting for it
+        from apps.broadcasts.campaigns import back_in_stock_on_restock
+
+        transaction.on_commit(lambda: back_in_stock_on_restock(stock_event=event))
+    return event

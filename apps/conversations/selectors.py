@@ -227,6 +227,7 @@ def inbox_bootstrap(*, context, user) -> dict:
                 "language": t.language,
                 "body": t.body,
                 "variable_count": t.variable_count,
+                "variables": [variable.label for variable in t.variables],
             }
             for t in templates
         ],

@@ -17,6 +17,23 @@ EVENT_FIELDS: dict[str, frozenset[str]] = {
     "attachment.failed": frozenset({"conversation_id", "message_id", "attachment_id", "reason"}),
     "conversation.typing": frozenset({"conversation_id", "user_id", "name"}),
     "notification.created": frozenset({"notification"}),
+    # apps.broadcasts (results.broadcast_stats: the live progress page)
+    "broadcast.progress": frozenset(
+        {
+            "broadcast_id",
+            "state",
+            "total",
+            "counts",
+            "replied",
+            "converted",
+            "skipped_by_reason",
+            "failed_by_reason",
+            "rate",
+            "eta_seconds",
+            "started_at",
+            "finished_at",
+        }
+    ),
 }
 
 

@@ -44,6 +44,13 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "timezone" in form.changed_data:
+            from apps.broadcasts.campaigns import workspace_campaigns_reschedule
+
+            workspace_campaigns_reschedule(workspace_id=obj.pk)  # "11:00" stays 11:00 in the new zone
+
     def save_formset(self, request, form, formset, change):
         for membership in formset.save(commit=False):
             try:

@@ -367,7 +367,8 @@ function renderTemplateParams() {
   if (!template) { params.replaceChildren(el("em", {text: _("No approved templates for this channel.")})); return; }
   params.replaceChildren(el("p", {class: "muted", text: template.body}),
     ...Array.from({length: template.variable_count}, (unused, i) =>
-      el("input", {name: `param-${i + 1}`, placeholder: `{{${i + 1}}}`, value: i === 0 && S.contact ? firstName() : ""})));
+      el("input", {name: `param-${i + 1}`, placeholder: (template.variables || [])[i] || `{{${i + 1}}}`,
+        value: i === 0 && S.contact ? firstName() : ""})));
 }
 
 function firstName() { return ((S.contact && S.contact.name) || "").split(" ")[0]; }

@@ -6,6 +6,7 @@ import pytest
 from django.contrib import admin
 from django.utils import timezone
 
+from apps.broadcasts.models import Broadcast, BroadcastSettings, Campaign, Segment
 from apps.connectors.models import MessageTemplate, WebhookDelivery, WebhookSubscription
 from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEvent, Tag
 from apps.contacts.services import contact_resolve
@@ -57,6 +58,20 @@ def _run(workspace):
     )
 
 
+def _broadcast(workspace):
+    channel = make_whatsapp_channel(workspace)
+    template = MessageTemplate.objects.create(workspace=workspace, channel=channel, name="promo", body="Hi {{1}}")
+    return Broadcast.objects.create(workspace=workspace, name="Hidden promo", channel=channel, template=template)
+
+
+def _campaign(workspace):
+    channel = make_whatsapp_channel(workspace)
+    template = MessageTemplate.objects.create(workspace=workspace, channel=channel, name="miss", body="Hi {{1}}")
+    return Campaign.objects.create(
+        workspace=workspace, name="Hidden campaign", kind="promo", channel=channel, template=template
+    )
+
+
 MAKERS = {
     "workspaces.workspace": lambda ws: ws,
     "workspaces.membership": lambda ws: Membership.objects.filter(workspace=ws).first(),
@@ -88,6 +103,10 @@ MAKERS = {
         workspace=ws, intent="refund", language="en", examples=["where is my refund"], answer="Soon."
     ),
     "workflows.botsettings": lambda ws: BotSettings.objects.update_or_create(workspace=ws)[0],
+    "broadcasts.segment": lambda ws: Segment.objects.create(workspace=ws, name="Hidden", definition={}),
+    "broadcasts.broadcast": _broadcast,
+    "broadcasts.campaign": _campaign,
+    "broadcasts.broadcastsettings": lambda ws: BroadcastSettings.objects.get_or_create(workspace=ws)[0],
     "connectors.webhookdelivery": lambda ws: WebhookDelivery.objects.create(
         workspace=ws,
         subscription=WebhookSubscription.objects.create(

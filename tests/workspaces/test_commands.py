@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from apps.broadcasts.models import Broadcast, BroadcastSettings, Campaign, Segment
 from apps.contacts.models import Contact, ContactIdentity, Order
 from apps.workflows.models import BotSettings, FaqEntry, Step, Workflow, WorkflowVersion
 from apps.workspaces.models import (
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.django_db
 
 DEMO_MODELS = (User, Workspace, Membership, Team, Shift, ShiftException)
 DEMO_BOT_MODELS = (Workflow, Step, WorkflowVersion, FaqEntry, BotSettings, Contact, ContactIdentity, Order)
+DEMO_MARKETING_MODELS = (BroadcastSettings, Segment, Campaign, Broadcast, PeriodicTask)
 
 
 def _run(*args, **options) -> str:
@@ -76,7 +78,9 @@ def test_create_api_token_refuses_a_blank_name(tenants):
 
 
 def _counts() -> dict[str, int]:
-    return {model.__name__: model.objects.count() for model in (*DEMO_MODELS, *DEMO_BOT_MODELS)}
+    return {
+        model.__name__: model.objects.count() for model in (*DEMO_MODELS, *DEMO_BOT_MODELS, *DEMO_MARKETING_MODELS)
+    }
 
 
 def test_load_demo_twice_creates_the_demo_company_once():
@@ -96,7 +100,26 @@ def test_load_demo_twice_creates_the_demo_company_once():
     assert first["User"] == 18
     assert first["Team"] == 10
     assert first["Workflow"] == 5  # the four journeys and the grocery survey
-    assert first["Order"] == 4
+    assert first["Order"] == 10  # Amira's two, Polka's two, and one each for the six marketing customers
+    assert (first["Segment"], first["Campaign"], first["Broadcast"]) == (3, 3, 1)
+
+
+def test_the_demo_has_a_we_miss_you_campaign_at_11_cairo_a_back_in_stock_flow_and_a_draft_promo():
+    _run("load_demo", quiet_logins=True)
+
+    support = Workspace.objects.get(slug="support")
+    daily = Campaign.objects.get(workspace=support, name="We miss you")
+    task = daily.periodic_task
+    assert (task.task, task.enabled, task.args) == ("broadcasts.run_campaign", True, f"[{daily.pk}]")
+    assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("0", "11", "Africa/Cairo")
+    restock = Campaign.objects.get(workspace=support, kind="back_in_stock")
+    assert restock.periodic_task is None and restock.enabled
+    waiting = Contact.objects.filter(workspace=support, tags__name="waiting:DATES-1KG")
+    assert waiting.count() == 4
+    promo = Broadcast.objects.get(workspace=support, name="Weekend fruit promo")
+    assert (promo.state, promo.segment.name, promo.template.name) == ("draft", "Lapsed customers", "weekly_promo")
+    opted_in = Contact.objects.filter(workspace=support, marketing_consent__whatsapp__opted_in=True)
+    assert opted_in.count() == 5
 
 
 def test_the_demo_agents_are_online_so_the_bots_can_route_to_them():

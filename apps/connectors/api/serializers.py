@@ -15,11 +15,34 @@ class ChannelSerializer(serializers.ModelSerializer):
 
 class MessageTemplateSerializer(serializers.ModelSerializer):
     variable_count = serializers.IntegerField(read_only=True)
+    variables = serializers.SerializerMethodField()
 
     class Meta:
         model = MessageTemplate
-        fields = ("id", "channel", "name", "language", "category", "body", "example", "status", "variable_count")
+        fields = (
+            "id",
+            "channel",
+            "name",
+            "language",
+            "category",
+            "parameter_format",
+            "header_format",
+            "header",
+            "body",
+            "footer",
+            "buttons",
+            "example",
+            "status",
+            "rejected_reason",
+            "synced_at",
+            "variable_count",
+            "variables",
+        )
         read_only_fields = fields
+
+    def get_variables(self, template) -> list[dict]:
+        """What a send needs, in order (header, body, buttons): one value each."""
+        return [{"slot": variable.slot, "label": variable.label} for variable in template.variables]
 
 
 class WebhookSubscriptionSerializer(StrictModelSerializer):

@@ -5,6 +5,7 @@ Settings: base_url (default https://graph.facebook.com), api_version (default v2
 """
 
 import json
+from dataclasses import replace
 
 import httpx
 
@@ -24,6 +25,7 @@ from apps.connectors.base import (
     read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
+from apps.core.exceptions import DomainError
 
 MB = 1024 * 1024
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
@@ -39,6 +41,23 @@ ERROR_CLASSES = {
     ),
     **dict.fromkeys(("190", "10", "200", "131005", "131031"), ErrorClass.CREDENTIALS),
 }
+
+
+# Templates: Meta's list (GET /{waba-id}/message_templates) in Parley's terms. A status Meta adds
+# later, like DISABLED or ARCHIVED, cannot be sent, so it reads as paused; an unknown category as
+# marketing, the one with the strictest consent rules.
+TEMPLATE_STATUSES = {
+    "APPROVED": "approved",
+    "PENDING": "pending",
+    "IN_APPEAL": "pending",
+    "REJECTED": "rejected",
+    "PAUSED": "paused",
+}
+TEMPLATE_CATEGORIES = {"MARKETING": "marketing", "UTILITY": "utility", "AUTHENTICATION": "authentication"}
+TEMPLATE_FIELDS = "id,name,language,status,category,parameter_format,components,rejected_reason"
+TEMPLATE_PAGE_SIZE = 100
+TEMPLATE_MAX_PAGES = 200  # 20,000 templates: far above Meta's per-account limit, a guard against a paging loop
+HEADER_FORMATS = ("text", "image", "video", "document")
 
 
 def classify(code: str, http_status: int | None = None) -> ErrorClass:
@@ -237,6 +256,8 @@ class WhatsAppConnector(MetaWebhooks, Connector):
     def send(self, channel, message: OutboundMessage) -> SendResult:
         if message.kind == "media" and (message.media or {}).get("content") is not None:
             message = self._with_uploaded_media(channel, message)
+        if message.kind == "template" and message.payload.get("template_id"):
+            message = self._with_current_template(channel, message)
         path = f"{channel.credentials.get('phone_number_id', '')}/messages"
         data = self._post(channel, path, json=self.body_for(message))
         try:
@@ -263,6 +284,100 @@ class WhatsAppConnector(MetaWebhooks, Connector):
         )
         media["provider_media_id"] = data.get("id", "")
         return OutboundMessage(**{**message.__dict__, "media": media})
+
+    def _with_current_template(self, channel, message: OutboundMessage) -> OutboundMessage:
+        """A template chosen by id goes out in the shape it has now, header, body and button
+        parameters built here where Meta's format lives; one deleted since keeps the payload
+        it was queued with."""
+        from apps.connectors.models import MessageTemplate
+
+        template = MessageTemplate.objects.filter(pk=message.payload["template_id"], channel_id=channel.pk).first()
+        if template is None:
+            return message
+        built = self.template_payload(template, message.payload.get("parameters") or [])
+        return replace(message, payload={**message.payload, "template": built})
+
+    # Templates ----------------------------------------------------------------------------
+
+    def template_payload(self, template, parameters) -> dict:
+        """Meta's `template` object: the header's, body's and buttons' parameters, each named
+        (`parameter_name`) when the template's variables are."""
+        values = template.values(parameters)
+        components = [
+            c for c in (self._header_component(template, values), self._body_component(template, values)) if c
+        ]
+        components += self._button_components(template, values)
+        return {"name": template.name, "language": {"code": template.language}, "components": components}
+
+    def _text_parameter(self, template, component: str, name: str, values: dict) -> dict:
+        parameter = {"type": "text", "text": values.get(template.slot_of(component, name), "")}
+        if template.named:
+            parameter["parameter_name"] = name
+        return parameter
+
+    def _header_component(self, template, values: dict) -> dict | None:
+        if template.header_format in ("image", "video", "document"):
+            kind = template.header_format
+            return {"type": "header", "parameters": [{"type": kind, kind: {"link": template.header}}]}
+        names = template.names_in(template.header_text)
+        if not names:
+            return None
+        return {"type": "header", "parameters": [self._text_parameter(template, "header", names[0], values)]}
+
+    def _body_component(self, template, values: dict) -> dict | None:
+        names = template.names_in(template.body)
+        if not names:
+            return None
+        return {"type": "body", "parameters": [self._text_parameter(template, "body", n, values) for n in names]}
+
+    def _button_components(self, template, values: dict) -> list[dict]:
+        """A URL button's `{{1}}` suffix, a coupon code, and an authentication template's code
+        (its one-tap / copy-code button repeats the body's {{1}}, as Meta requires)."""
+        components = []
+        for index, button in enumerate(template.buttons or []):
+            value = values.get(f"button.{index}", "")
+            if button.get("type") == "url" and "{{" in button.get("url", ""):
+                parameter, sub_type = {"type": "text", "text": value}, "url"
+            elif button.get("type") == "copy_code":
+                parameter, sub_type = {"type": "coupon_code", "coupon_code": value}, "copy_code"
+            elif button.get("type") == "otp":
+                code = values.get(template.slot_of("body", (template.names_in(template.body) or ["1"])[0]), "")
+                parameter, sub_type = {"type": "text", "text": code}, "url"
+            else:
+                continue  # quick replies answer with their own text; phone buttons never vary
+            components.append({"type": "button", "sub_type": sub_type, "index": str(index), "parameters": [parameter]})
+        return components
+
+    def templates_fetch(self, channel) -> list[dict]:
+        """Every page of `GET /{waba-id}/message_templates`. Pages are asked for with the `after`
+        cursor on our own URL rather than by following `paging.next`, so the token only ever
+        goes to the channel's base_url."""
+        waba_id = channel.credentials.get("waba_id", "")
+        if not waba_id:
+            raise DomainError(
+                "This WhatsApp channel has no waba_id in its credentials: templates belong to the business account.",
+                code="waba_id_missing",
+            )
+        params = {"fields": TEMPLATE_FIELDS, "limit": TEMPLATE_PAGE_SIZE}
+        templates: list[dict] = []
+        for _page in range(TEMPLATE_MAX_PAGES):
+            data = self._get(channel, f"{waba_id}/message_templates", params=params)
+            templates += [t for t in map(template_from_graph, data.get("data") or []) if t]
+            paging = data.get("paging") or {}
+            after = (paging.get("cursors") or {}).get("after")
+            if not paging.get("next") or not after:
+                break
+            params = {**params, "after": after}
+        return templates
+
+    def _get(self, channel, path: str, **kwargs) -> dict:
+        try:
+            response = httpx.get(
+                self._url(channel, path), headers=self._headers(channel), timeout=HTTP_TIMEOUT, **kwargs
+            )
+        except httpx.HTTPError as error:
+            raise network_error(error) from error
+        return self._answer(response)
 
     def _post(self, channel, path: str, **kwargs) -> dict:
         try:
@@ -317,3 +432,75 @@ class WhatsAppConnector(MetaWebhooks, Connector):
             raise network_error(error) from error
         mime = info.get("mime_type") or media.get("mime_type") or "application/octet-stream"
         return MediaFile(content=content, mime_type=mime, filename=media.get("filename") or "")
+
+
+# Meta's template objects ----------------------------------------------------------------------
+
+
+def template_from_graph(item) -> dict | None:
+    """One template of Meta's list as `Connector.templates_fetch` documents it; None for an
+    entry without a name or language (nothing to key it by)."""
+    if not isinstance(item, dict) or not item.get("name") or not item.get("language"):
+        return None
+    parts = {str(c.get("type", "")).upper(): c for c in item.get("components") or [] if isinstance(c, dict)}
+    header, body, footer = parts.get("HEADER", {}), parts.get("BODY", {}), parts.get("FOOTER", {})
+    named = str(item.get("parameter_format", "")).upper() == "NAMED"
+    header_format = str(header.get("format") or ("TEXT" if header.get("text") else "")).lower()
+    header_format = header_format if header_format in HEADER_FORMATS else ""
+    handles = (header.get("example") or {}).get("header_handle") or [""]
+    raw_buttons = [b for b in (parts.get("BUTTONS") or {}).get("buttons") or [] if isinstance(b, dict)]
+    reason = str(item.get("rejected_reason") or "")
+    return {
+        "provider_id": str(item.get("id", "")),
+        "name": str(item["name"]),
+        "language": str(item["language"]),
+        "category": TEMPLATE_CATEGORIES.get(str(item.get("category", "")).upper(), "marketing"),
+        "status": TEMPLATE_STATUSES.get(str(item.get("status", "")).upper(), "paused"),
+        "rejected_reason": "" if reason.upper() == "NONE" else reason[:300],
+        "parameter_format": "named" if named else "positional",
+        "header_format": header_format,
+        "header": header.get("text", "") if header_format == "text" else str(handles[0]),
+        "body": str(body.get("text", "")),
+        "footer": str(footer.get("text", "")),
+        "buttons": [_button_from_graph(b) for b in raw_buttons],
+        "examples": {
+            "header": _examples(header.get("example"), "header_text", named),
+            "body": _examples(body.get("example"), "body_text", named),
+            "buttons": {i: v for i, b in enumerate(raw_buttons) if (v := _button_example(b))},
+        },
+    }
+
+
+def _button_from_graph(button: dict) -> dict:
+    kind = str(button.get("type", "")).lower()
+    shown = {"type": kind, "text": str(button.get("text") or ("Copy offer code" if kind == "copy_code" else ""))}
+    for key in ("url", "phone_number", "otp_type"):
+        if button.get(key):
+            shown[key] = str(button[key])
+    return shown
+
+
+def _examples(example, key: str, named: bool) -> dict:
+    """{variable name: sample} from a component's `example`: `header_text: ["v"]` and
+    `body_text: [["a", "b"]]` when positional, `<key>_named_params: [{param_name, example}]`."""
+    example = example if isinstance(example, dict) else {}
+    if named:
+        pairs = example.get(f"{key}_named_params") or []
+        return {str(p.get("param_name")): str(p.get("example", "")) for p in pairs if isinstance(p, dict)}
+    values = example.get(key) or []
+    if values and isinstance(values[0], list):  # body_text is a list of one list
+        values = values[0]
+    return {str(number): str(value) for number, value in enumerate(values, start=1)}
+
+
+def _button_example(button: dict) -> str:
+    """A URL button's sample is the whole address; a send gives only what replaces {{1}}."""
+    kind = str(button.get("type", "")).upper()
+    if kind == "COPY_CODE":
+        sample = button.get("example")
+        return str(sample[0] if isinstance(sample, list) and sample else sample or "")
+    if kind != "URL" or "{{" not in str(button.get("url", "")):
+        return ""
+    samples = button.get("example") or [""]
+    full, prefix = str(samples[0]), str(button["url"]).split("{{", 1)[0]
+    return full.removeprefix(prefix)

@@ -5,6 +5,7 @@ customer. Wire formats live in whatsapp_payloads.py; this module holds state and
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import secrets
@@ -37,6 +38,7 @@ from .samples import sample_for
 from .whatsapp_payloads import (
     MEDIA_TYPES,
     STATUS_ORDER,
+    TEMPLATES,
     GraphError,
     MediaRef,
     check_against_catalog,
@@ -51,7 +53,8 @@ from .whatsapp_payloads import (
     preview,
     status_object,
     statuses_envelope,
-    template_list,
+    template_page,
+    template_upsert,
     validate_send,
     wire_bytes,
 )
@@ -116,6 +119,7 @@ class Settings:
     webhook_attempts: int = 4
     webhook_backoff: float = 0.25
     webhook_timeout: float = 3.0
+    templates_page_size: int = 100  # the largest page of templates one call returns, whatever `limit` asks
 
     def update(self, body: dict[str, Any]) -> None:
         types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
@@ -283,6 +287,7 @@ class WhatsApp(Provider):
         self.last_inbound: dict[tuple[str, str], float] = {}
         self.recent_sends: dict[str, deque[float]] = {}
         self.conversations: dict[tuple[str, str, str], str] = {}
+        self.templates: dict[str, list[dict[str, Any]]] = {}  # per business account (waba_id)
         # Bumped by reset. Work that began before a reset (a send held by a timeout fault, webhook
         # retries, scheduled statuses) belongs to the old generation and stops or goes unrecorded,
         # so one test's late callbacks never land in the next test.
@@ -331,6 +336,9 @@ class WhatsApp(Provider):
             ("POST", "window"): self._set_window,
             ("GET", "webhooks"): self._list_webhooks,
             ("GET", "media"): self._media_bytes,
+            ("GET", "templates"): self._list_templates,
+            ("POST", "templates"): self._put_template,
+            ("POST", "templates/delete"): self._delete_templates,
         }
 
     # Graph API: sending -------------------------------------------------------------------------
@@ -350,7 +358,7 @@ class WhatsApp(Provider):
             if fault and fault.mode == "sync":
                 raise fault.error()
             kind = validate_send(body)
-            category = self._check_references(body, kind)
+            category = self._check_references(channel, body, kind)
             self._take_rate_slot(channel.phone_number_id)
         except GraphError as error:
             subcode = fault.error_subcode if fault and fault.mode == "sync" else None
@@ -431,7 +439,7 @@ class WhatsApp(Provider):
                 queue.pop(0)
             return fault
 
-    def _check_references(self, body: dict, kind: str) -> str | None:
+    def _check_references(self, channel: Channel, body: dict, kind: str) -> str | None:
         """Checks that need state: media ids must exist, templates must match the catalog."""
         if kind in MEDIA_TYPES and body[kind].get("id"):
             with self.lock:
@@ -439,7 +447,8 @@ class WhatsApp(Provider):
             if not known:
                 raise GraphError(131009, f"{kind}.id {body[kind]['id']!r} is not a known media id")
         if kind == "template":
-            return check_against_catalog(body["template"])
+            with self.lock:
+                return check_against_catalog(body["template"], self._catalog(channel.waba_id))
         return None
 
     def _take_rate_slot(self, phone_number_id: str) -> None:
@@ -535,11 +544,21 @@ class WhatsApp(Provider):
             owners = [c for c in self.channels_by_id.values() if c.waba_id == object_id]
         if not owners:
             return None
+        url = f"{self.simulator.base_url}{request.raw_path}"
         try:
             self._check_token(request, owners)
+            with self.lock:
+                catalog = list(self._catalog(object_id))
+            page = template_page(catalog, request.query, url=url, max_limit=self.settings.templates_page_size)
         except GraphError as error:
             return json_response(error.body(), error.http_status)
-        return json_response(template_list(request.query.get("name")))
+        return json_response(page)
+
+    def _catalog(self, waba_id: str) -> list[dict[str, Any]]:
+        """The account's templates, the stock catalog until changed; call with the lock held."""
+        if waba_id not in self.templates:
+            self.templates[waba_id] = copy.deepcopy(TEMPLATES)
+        return self.templates[waba_id]
 
     def _media_and_owners(self, media_id: str) -> tuple[StoredMedia | None, list[Channel]]:
         """A media file and the channels whose token may read it: any number of the same
@@ -772,7 +791,12 @@ class WhatsApp(Provider):
         number = channel.phone_number_id
         with self.lock:
             ins = [_thread_in(r) for r in self.inbound if (r.phone_number_id, r.wa_id) == (number, wa_id)]
-            outs = [_thread_out(r) for r in self.outbox if (r.phone_number_id, r.wa_id) == (number, wa_id) and r.wamid]
+            catalog = self._catalog(channel.waba_id)
+            outs = [
+                _thread_out(r, catalog)
+                for r in self.outbox
+                if (r.phone_number_id, r.wa_id) == (number, wa_id) and r.wamid
+            ]
         return json_response(
             {
                 "channel": channel.public(),
@@ -789,6 +813,43 @@ class WhatsApp(Provider):
         if stored is None:
             raise ControlError("no such media", 404)
         return Response(200, stored.data, stored.mime_type)
+
+    # Control: the business account's templates --------------------------------------------------
+
+    def _waba_of(self, body: Any) -> str:
+        if body.get("waba_id"):
+            return str(body["waba_id"])
+        return self._require_channel(body).waba_id
+
+    def _list_templates(self, request: Request) -> Response:
+        waba_id = self._waba_of(request.query)
+        with self.lock:
+            return json_response(copy.deepcopy(self._catalog(waba_id)))
+
+    def _put_template(self, request: Request) -> Response:
+        """Add a template in Meta's shape, or replace the one of that name and language (a status
+        change: PENDING → APPROVED, or a pause)."""
+        body = request.json_object()
+        waba_id = self._waba_of(body)
+        with self.lock:
+            try:
+                stored = template_upsert(self._catalog(waba_id), body.get("template"))
+            except ValueError as exc:
+                raise ControlError(str(exc)) from exc
+            return json_response(copy.deepcopy(stored), 201)
+
+    def _delete_templates(self, request: Request) -> Response:
+        """Delete a template by name: every language, or only `language`."""
+        body = request.json_object()
+        waba_id, name, language = self._waba_of(body), body.get("name"), body.get("language")
+        if not name:
+            raise ControlError("name is required")
+        with self.lock:
+            catalog = self._catalog(waba_id)
+            kept = [t for t in catalog if not (t["name"] == name and language in (None, "", t["language"]))]
+            deleted = len(catalog) - len(kept)
+            catalog[:] = kept
+        return json_response({"deleted": deleted})
 
     # Webhooks -------------------------------------------------------------------------------------
 
@@ -876,7 +937,7 @@ def _thread_in(record: Inbound) -> dict[str, Any]:
     }
 
 
-def _thread_out(record: Outbound) -> dict[str, Any]:
+def _thread_out(record: Outbound, catalog: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "seq": record.seq,
         "direction": "out",
@@ -884,7 +945,7 @@ def _thread_out(record: Outbound) -> dict[str, Any]:
         "time": record.time,
         "type": _send_type(record.body),
         "context": (record.body.get("context") or {}).get("message_id"),
-        "preview": preview(record.body),
+        "preview": preview(record.body, catalog),
         "state": record.state,
         "errors": record.errors,
     }

@@ -15,6 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 ERROR_DOCS = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 
@@ -510,8 +511,27 @@ _SEND_CHECKS = {
 
 
 # Templates ---------------------------------------------------------------------------------------
+# Each business account (WABA) starts with this catalog, shaped like Meta's
+# `GET /{waba-id}/message_templates` entries; the control API adds, changes and deletes entries
+# per account. Sends of a catalog template are checked against it as the Cloud API does: the
+# language, the status, and the parameters of the header, the body and each varying button.
 
 TEMPLATES: list[dict[str, Any]] = [
+    {
+        "name": "order_update",
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {
+                "type": "BODY",
+                "text": "مرحباً {{1}}، طلبك {{2}} {{3}}.",
+                "example": {"body_text": [["أميرة", "#1042", "في الطريق"]]},
+            }
+        ],
+        "language": "ar",
+        "status": "APPROVED",
+        "category": "UTILITY",
+        "id": "1100000000000011",
+    },
     {
         "name": "order_update",
         "parameter_format": "POSITIONAL",
@@ -554,11 +574,7 @@ TEMPLATES: list[dict[str, Any]] = [
         "name": "back_in_stock",
         "parameter_format": "POSITIONAL",
         "components": [
-            {
-                "type": "HEADER",
-                "format": "IMAGE",
-                "example": {"header_handle": ["https://example.com/sample/product.png"]},
-            },
+            {"type": "HEADER", "format": "TEXT", "text": "Back in stock"},
             {
                 "type": "BODY",
                 "text": "Good news, {{1}}! {{2}} is back in stock.",
@@ -567,12 +583,7 @@ TEMPLATES: list[dict[str, Any]] = [
             {
                 "type": "BUTTONS",
                 "buttons": [
-                    {
-                        "type": "URL",
-                        "text": "View product",
-                        "url": "https://shop.example.com/p/{{1}}",
-                        "example": ["https://shop.example.com/p/medjool-1kg"],
-                    },
+                    {"type": "URL", "text": "Shop now", "url": "https://shop.example.com/new-in"},
                     {"type": "QUICK_REPLY", "text": "Not interested"},
                 ],
             },
@@ -582,11 +593,156 @@ TEMPLATES: list[dict[str, Any]] = [
         "category": "MARKETING",
         "id": "1100000000000003",
     },
+    {
+        "name": "delivery_window",
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {"type": "HEADER", "format": "TEXT", "text": "Order {{1}}", "example": {"header_text": ["#1042"]}},
+            {
+                "type": "BODY",
+                "text": "Hi {{1}}, your courier arrives between {{2}} and {{3}} today.",
+                "example": {"body_text": [["Amira", "14:00", "16:00"]]},
+            },
+            {"type": "FOOTER", "text": "Nile Basket deliveries"},
+            {
+                "type": "BUTTONS",
+                "buttons": [
+                    {
+                        "type": "URL",
+                        "text": "Track my order",
+                        "url": "https://shop.example.com/track/{{1}}",
+                        "example": ["https://shop.example.com/track/1042"],
+                    },
+                    {"type": "PHONE_NUMBER", "text": "Call the courier", "phone_number": "+201001230000"},
+                ],
+            },
+        ],
+        "language": "en",
+        "status": "APPROVED",
+        "category": "UTILITY",
+        "id": "1100000000000004",
+    },
+    {
+        "name": "spring_sale",
+        "parameter_format": "NAMED",
+        "components": [
+            {
+                "type": "HEADER",
+                "format": "TEXT",
+                "text": "The {{season}} sale is on",
+                "example": {"header_text_named_params": [{"param_name": "season", "example": "spring"}]},
+            },
+            {
+                "type": "BODY",
+                "text": "Hi {{first_name}}, take {{discount}} off everything with code {{code}}.",
+                "example": {
+                    "body_text_named_params": [
+                        {"param_name": "first_name", "example": "Amira"},
+                        {"param_name": "discount", "example": "20%"},
+                        {"param_name": "code", "example": "SPRING20"},
+                    ]
+                },
+            },
+            {"type": "FOOTER", "text": "Reply STOP to opt out"},
+            {
+                "type": "BUTTONS",
+                "buttons": [
+                    {
+                        "type": "URL",
+                        "text": "Shop the sale",
+                        "url": "https://shop.example.com/sale/{{1}}",
+                        "example": ["https://shop.example.com/sale/spring"],
+                    },
+                    {"type": "QUICK_REPLY", "text": "Stop promotions"},
+                ],
+            },
+        ],
+        "language": "en",
+        "status": "APPROVED",
+        "category": "MARKETING",
+        "id": "1100000000000005",
+    },
+    {
+        "name": "login_code",
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {
+                "type": "BODY",
+                "text": "*{{1}}* is your verification code. For your security, do not share this code.",
+                "example": {"body_text": [["482910"]]},
+            },
+            {"type": "FOOTER", "text": "This code expires in 10 minutes."},
+            {"type": "BUTTONS", "buttons": [{"type": "OTP", "otp_type": "COPY_CODE", "text": "Copy code"}]},
+        ],
+        "language": "en",
+        "status": "APPROVED",
+        "category": "AUTHENTICATION",
+        "id": "1100000000000006",
+    },
+    {
+        "name": "loyalty_points",
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {
+                "type": "BODY",
+                "text": "Hi {{1}}, you have {{2}} points to spend before {{3}}.",
+                "example": {"body_text": [["Amira", "1,250", "31 May"]]},
+            }
+        ],
+        "language": "en",
+        "status": "PENDING",
+        "category": "MARKETING",
+        "id": "1100000000000007",
+    },
+    {
+        "name": "flash_deal",
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {
+                "type": "BODY",
+                "text": "{{1}}: everything half price for the next hour!",
+                "example": {"body_text": [["Amira"]]},
+            }
+        ],
+        "language": "en",
+        "status": "REJECTED",
+        "rejected_reason": "INVALID_FORMAT",
+        "category": "MARKETING",
+        "id": "1100000000000008",
+    },
+    {
+        "name": "winter_clearance",
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {
+                "type": "HEADER",
+                "format": "IMAGE",
+                "example": {"header_handle": ["https://example.com/sample/sale.png"]},
+            },
+            {
+                "type": "BODY",
+                "text": "Hi {{1}}, our winter stock is {{2}} off until Sunday.",
+                "example": {"body_text": [["Amira", "40%"]]},
+            },
+        ],
+        "language": "en",
+        "status": "PAUSED",
+        "category": "MARKETING",
+        "id": "1100000000000009",
+    },
 ]
+TEMPLATE_PAGE_DEFAULT = 25  # Meta's page size when `limit` is not given
+TEMPLATE_STATUSES = ("APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL", "ARCHIVED")
+TEMPLATE_CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
+VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 
-def find_template(name: str) -> dict[str, Any] | None:
-    return next((t for t in TEMPLATES if t["name"] == name), None)
+def find_template(name: str, language: str | None = None, catalog: list | None = None) -> dict[str, Any] | None:
+    """A catalog entry by name, in `language` when given (`en` also answers `en_US`)."""
+    for template in TEMPLATES if catalog is None else catalog:
+        if template["name"] == name and language in (None, template["language"], template["language"] + "_US"):
+            return template
+    return None
 
 
 def _component(template: dict[str, Any], ctype: str) -> dict[str, Any]:
@@ -594,37 +750,140 @@ def _component(template: dict[str, Any], ctype: str) -> dict[str, Any]:
     return next((c for c in template["components"] if c["type"] == wanted), {})
 
 
-def _sent_parameters(send: dict[str, Any], ctype: str) -> list[dict[str, Any]]:
+def _sent_parameters(send: dict[str, Any], ctype: str, index: int | None = None) -> list[dict[str, Any]]:
     for component in send.get("components", []):
-        if str(component.get("type")).lower() == ctype:
+        if str(component.get("type")).lower() != ctype:
+            continue
+        if index is None or str(component.get("index")) == str(index):
             return component.get("parameters", [])
     return []
 
 
-def check_against_catalog(send: dict[str, Any]) -> str | None:
+def _variables(text: str, named: bool) -> list[str]:
+    found = VARIABLE.findall(text or "")
+    return list(dict.fromkeys(found)) if named else sorted(set(found), key=lambda n: int(n) if n.isdigit() else 0)
+
+
+def check_against_catalog(send: dict[str, Any], catalog: list | None = None) -> str | None:
     """Check a template send against the catalog; returns the template's category (lower case).
     Names outside the catalog are accepted (category None): Parley's demo may carry its own."""
-    template = find_template(send["name"])
-    if template is None:
+    catalog = TEMPLATES if catalog is None else catalog
+    if find_template(send["name"], catalog=catalog) is None:
         return None
-    if send["language"]["code"] not in (template["language"], template["language"] + "_US"):
+    template = find_template(send["name"], send["language"]["code"], catalog)
+    if template is None:
         raise GraphError(132001, f"template {send['name']!r} does not exist in that language")
-    expected = len(re.findall(r"\{\{\d+\}\}", _component(template, "body").get("text", "")))
-    given = len(_sent_parameters(send, "body"))
-    if given != expected:
-        raise GraphError(132000, f"body expects {expected} parameters, {given} were given")
+    status = template.get("status", "APPROVED")
+    if status == "PAUSED":
+        raise GraphError(132015, f"template {send['name']!r} is paused")
+    if status == "DISABLED":
+        raise GraphError(132016, f"template {send['name']!r} is disabled")
+    if status != "APPROVED":
+        raise GraphError(132001, f"template {send['name']!r} is {status.lower()}, not approved")
+    named = template.get("parameter_format") == "NAMED"
+    _check_text_parameters(_component(template, "body"), _sent_parameters(send, "body"), "body", named)
+    _check_header(_component(template, "header"), _sent_parameters(send, "header"), named)
+    _check_buttons(_component(template, "buttons").get("buttons", []), send)
     return template["category"].lower()
 
 
-def template_list(name: str | None = None) -> dict[str, Any]:
-    data = [t for t in TEMPLATES if name in (None, "", t["name"])]
-    return {"data": data, "paging": {"cursors": {"before": "QVFIU", "after": "QVFIU"}}}
+def _check_text_parameters(component: dict, given: list, where: str, named: bool) -> None:
+    expected = _variables(component.get("text", ""), named)
+    if len(given) != len(expected):
+        raise GraphError(132000, f"{where} expects {len(expected)} parameters, {len(given)} were given")
+    if not named:
+        return
+    names = [p.get("parameter_name") for p in given if isinstance(p, dict)]
+    if sorted(n for n in names if n) != sorted(expected) or len(names) != len(expected):
+        raise GraphError(132012, f"{where} expects the named parameters {expected}, got {names}")
+
+
+def _check_header(header: dict, given: list, named: bool) -> None:
+    media = str(header.get("format", "")).lower()
+    if media in ("image", "video", "document"):
+        if len(given) != 1 or given[0].get("type") != media or not (given[0].get(media) or {}):
+            raise GraphError(132012, f"the header expects one {media} parameter (link or id)")
+        return
+    _check_text_parameters(header, given, "header", named)
+
+
+def _check_buttons(buttons: list[dict[str, Any]], send: dict[str, Any]) -> None:
+    for index, button in enumerate(buttons):
+        needs = button["type"] == "OTP" or (button["type"] == "URL" and "{{" in button.get("url", ""))
+        needs = needs or button["type"] == "COPY_CODE"
+        if needs and len(_sent_parameters(send, "button", index)) != 1:
+            raise GraphError(132000, f"button {index} ({button['type']}) expects 1 parameter")
+
+
+def template_upsert(catalog: list[dict[str, Any]], body: Any) -> dict[str, Any]:
+    """Add a template to an account's catalog or replace the one of that name and language."""
+    if not isinstance(body, dict) or not body.get("name") or not body.get("language"):
+        raise ValueError("template needs a name and a language")
+    if not isinstance(body.get("components"), list) or not _component(body, "body"):
+        raise ValueError("template needs components with a BODY")
+    template = {"parameter_format": "POSITIONAL", "status": "APPROVED", "category": "UTILITY", **body}
+    if template["status"] not in TEMPLATE_STATUSES or template["category"] not in TEMPLATE_CATEGORIES:
+        raise ValueError(f"status is one of {TEMPLATE_STATUSES}, category one of {TEMPLATE_CATEGORIES}")
+    same = (template["name"], template["language"])
+    existing = next((t for t in catalog if (t["name"], t["language"]) == same), None)
+    template["id"] = str(template.get("id") or (existing or {}).get("id") or new_numeric_id())
+    if existing is not None:
+        catalog[catalog.index(existing)] = template
+    else:
+        catalog.append(template)
+    return template
+
+
+def template_page(catalog: list[dict[str, Any]], query: dict[str, str], *, url: str, max_limit: int) -> dict:
+    """One page of `GET /{waba-id}/message_templates`: filters `name`, `status`, `category`,
+    `language`; `fields` to choose what each entry carries; `limit` and the `after` cursor. A page
+    with more after it has `paging.next`, the same request with `after` set."""
+    wanted = [t for t in catalog if all(query.get(k) in (None, "", t.get(k)) for k in _FILTERS)]
+    try:
+        limit = max(1, min(int(query.get("limit") or TEMPLATE_PAGE_DEFAULT), max_limit))
+    except ValueError as exc:
+        raise GraphError(100, "limit must be a whole number") from exc
+    start = _cursor_position(query["after"]) + 1 if query.get("after") else 0
+    page = wanted[start : start + limit]
+    fields = [f for f in (query.get("fields") or "").split(",") if f]
+    result: dict[str, Any] = {"data": [_with_fields(t, fields) for t in page]}
+    if not page:
+        return result
+    after = _cursor(start + len(page) - 1)
+    result["paging"] = {"cursors": {"before": _cursor(start), "after": after}}
+    if start + len(page) < len(wanted):
+        result["paging"]["next"] = f"{url}?{urlencode({**query, 'limit': limit, 'after': after})}"
+    if start > 0:
+        result["paging"]["previous"] = f"{url}?{urlencode({**query, 'limit': limit, 'before': _cursor(start)})}"
+    return result
+
+
+_FILTERS = ("name", "status", "category", "language")
+
+
+def _with_fields(template: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    full = {**template, "rejected_reason": template.get("rejected_reason", "NONE")}
+    return {k: v for k, v in full.items() if k in fields or k == "id"} if fields else full
+
+
+def _cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"template:{position}".encode()).decode()
+
+
+def _cursor_position(cursor: str) -> int:
+    try:
+        kind, _, position = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if kind == "template":
+            return int(position)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise GraphError(100, "Invalid pagination cursor")
 
 
 # How an outbound message looks on the customer's phone (for the page) ----------------------------
 
 
-def preview(send: dict[str, Any]) -> dict[str, Any]:
+def preview(send: dict[str, Any], catalog: list | None = None) -> dict[str, Any]:
     """Render a send payload as text plus tappable replies:
     {"text", "header"?, "footer"?, "media"?, "menu"?, "replies": [{"type", "id"|"payload", ...}]}."""
     kind = send.get("type", "text")
@@ -638,7 +897,7 @@ def preview(send: dict[str, Any]) -> dict[str, Any]:
     if kind == "interactive":
         return _preview_interactive(content)
     if kind == "template":
-        return _preview_template(content)
+        return _preview_template(content, catalog)
     return {"text": _preview_other(kind, content), "replies": []}
 
 
@@ -673,21 +932,34 @@ def _preview_interactive(interactive: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _preview_template(send: dict[str, Any]) -> dict[str, Any]:
-    template = find_template(send["name"])
-    values = [_parameter_text(p) for p in _sent_parameters(send, "body")]
+def _preview_template(send: dict[str, Any], catalog: list | None = None) -> dict[str, Any]:
+    template = find_template(send["name"], (send.get("language") or {}).get("code"), catalog)
+    body = _sent_parameters(send, "body")
     if template is None:
-        return {"text": f"[template {send['name']}] " + " | ".join(values), "replies": []}
-
-    def fill(match: re.Match[str]) -> str:
-        index = int(match.group(1)) - 1
-        return values[index] if index < len(values) else match.group(0)
-
-    text = re.sub(r"\{\{(\d+)\}\}", fill, _component(template, "body").get("text", ""))
+        return {"text": f"[template {send['name']}] " + " | ".join(map(_parameter_text, body)), "replies": []}
+    text = _fill(_component(template, "body").get("text", ""), body)
     shown: dict[str, Any] = {"text": text, "replies": _quick_replies(template, send)}
+    header = _component(template, "header")
+    if header.get("format") == "TEXT":
+        shown["header"] = _fill(header.get("text", ""), _sent_parameters(send, "header"))
     if _component(template, "footer"):
         shown["footer"] = _component(template, "footer")["text"]
     return shown
+
+
+def _fill(text: str, parameters: list[dict[str, Any]]) -> str:
+    """A template text with the sent values: by `parameter_name`, else by position."""
+    by_name = {p.get("parameter_name"): _parameter_text(p) for p in parameters if p.get("parameter_name")}
+    by_number = [_parameter_text(p) for p in parameters]
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in by_name:
+            return by_name[name]
+        index = int(name) - 1 if name.isdigit() else len(by_number)
+        return by_number[index] if index < len(by_number) else match.group(0)
+
+    return VARIABLE.sub(one, text)
 
 
 def _quick_replies(template: dict[str, Any], send: dict[str, Any]) -> list[dict[str, Any]]:

@@ -236,6 +236,11 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         _conversation_note_inbound(
             conversation, channel, inbound, surveyed=surveyed, cursor=None if automated else message.pk
         )
+        # After the write (a duplicate delivery never gets here) and the window's update (a STOP is
+        # confirmed inside it); before the event, which then says "reply to broadcast X".
+        from apps.broadcasts.results import broadcast_inbound_apply
+
+        broadcast_inbound_apply(message=message, conversation=conversation)
         files = [media for media in (inbound.media, *inbound.extra_media) if media]
         attachments = [_attachment_expect(message, media) for media in files]
         # The new message's attachments are known: no query to list them for the event.
@@ -396,6 +401,7 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
     if changed:
         message = messages.get()
         _publish_status(message)
+        _broadcast_status(message, update)
     # A race with the send being recorded lasts seconds; an older status is for a message Parley
     # never sent (typed in Meta's Page inbox, a caption sent on its own): dropped.
     elif update.timestamp > timezone.now() - timedelta(minutes=5) and not messages.exists():
@@ -429,6 +435,22 @@ def _watermark_apply(channel, update: StatusUpdate) -> None:
         Message.objects.filter(pk=message.pk, state__in=below).update(state=update.state, **{stamp: update.timestamp})
         message.state = update.state
         _publish_status(message)
+        _broadcast_status(message, update)
+
+
+def _broadcast_status(message: Message, update: StatusUpdate) -> None:
+    """A broadcast's message moves its recipient too; any other costs no query (its payload says)."""
+    if "broadcast_id" not in message.payload:
+        return
+    from apps.broadcasts.results import recipient_status_apply
+
+    recipient_status_apply(
+        message=message,
+        state=update.state,
+        at=update.timestamp,
+        error_code=update.error_code,
+        error_reason=update.error_reason,
+    )
 
 
 # Outbound ------------------------------------------------------------------------------------
@@ -556,13 +578,15 @@ def _template_message(conversation: Conversation, payload: dict) -> tuple[str, d
             code="invalid_template",
             fields={"parameters": [f"Give {template.variable_count} non-empty value(s)."]},
         )
-    components = (
-        [{"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}]
-        if parameters
-        else []
-    )
-    provider = {"name": template.name, "language": {"code": template.language}, "components": components}
-    return template.render(parameters), {"template": provider, "template_id": template.pk, "parameters": parameters}
+    provider = connector_for(conversation.channel).template_payload(template, parameters)
+    # A broadcast's message names its broadcast and recipient: its statuses and replies find them.
+    carried = {name: payload[name] for name in ("broadcast_id", "recipient_id") if name in payload}
+    return template.render(parameters), {
+        "template": provider,
+        "template_id": template.pk,
+        "parameters": parameters,
+        **carried,
+    }
 
 
 def _check_upload(conversation: Conversation, upload) -> None:

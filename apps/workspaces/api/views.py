@@ -26,6 +26,14 @@ class WorkspaceViewSetApi(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixi
     workspace_field = "pk"
     lookup_field = "slug"
 
+    def perform_update(self, serializer):
+        moved = serializer.validated_data.get("timezone", serializer.instance.timezone) != serializer.instance.timezone
+        super().perform_update(serializer)
+        if moved:
+            from apps.broadcasts.campaigns import workspace_campaigns_reschedule
+
+            workspace_campaigns_reschedule(workspace_id=serializer.instance.pk)  # campaigns keep their local time
+
 
 class TeamViewSet(WorkspaceModelViewSet):
     queryset = Team.objects.prefetch_related("members")

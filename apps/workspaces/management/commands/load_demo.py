@@ -101,6 +101,8 @@ class Command(BaseCommand):
         self._workflows(workspace, spec.get("workflows", []))
         for customer in spec.get("customers", []):
             self._customer(workspace, customer)
+        if spec.get("marketing"):
+            self._marketing(workspace, spec["marketing"])
 
     def _agents_online(self, workspace, presence, memberships) -> None:
         """The demo's agents are at their desks, so the bots' routing has someone to assign.
@@ -165,10 +167,19 @@ class Command(BaseCommand):
         from apps.contacts.selectors import contact_match
         from apps.contacts.services import contact_resolve, contact_save, order_upsert
 
-        fields = {k: spec[k] for k in ("external_id", "name", "phone", "email", "language") if k in spec}
+        fields = {k: spec[k] for k in ("external_id", "name", "phone", "email", "language", "country") if k in spec}
+        if spec.get("marketing_opt_in"):
+            at = timezone.now().isoformat()
+            fields["marketing_consent"] = {
+                kind: {"opted_in": True, "at": at, "source": "demo"} for kind in spec["marketing_opt_in"]
+            }
         contact = contact_match(workspace_id=workspace.pk, external_id=spec["external_id"]) or contact_save(
             workspace_id=workspace.pk, data=fields
         )
+        if spec.get("tags"):
+            from apps.contacts.models import Tag
+
+            contact.tags.add(*(Tag.objects.get_or_create(workspace=workspace, name=name)[0] for name in spec["tags"]))
         for identity in spec.get("identities", []):
             channel = Channel.objects.filter(workspace=workspace, kind=identity["channel"]).order_by("id").first()
             contact_resolve(
@@ -184,6 +195,71 @@ class Command(BaseCommand):
             data["total"] = Decimal(order["total"])
             data["placed_at"] = timezone.now() - timedelta(days=order["placed_days_ago"], hours=3)
             order_upsert(workspace_id=workspace.pk, data=data, contact=contact)
+
+    def _marketing(self, workspace, spec) -> None:
+        """Broadcast rules, segments, campaigns (their beat schedules included) and draft
+        broadcasts; each made once, so a supervisor's later changes are kept."""
+        from apps.broadcasts.models import BroadcastSettings, Segment
+
+        settings_spec = dict(spec.get("settings", {}))
+        for name in ("quiet_from", "quiet_until"):
+            if name in settings_spec:
+                settings_spec[name] = time.fromisoformat(settings_spec[name])
+        BroadcastSettings.objects.get_or_create(workspace=workspace, defaults=settings_spec)
+        for segment in spec.get("segments", []):
+            Segment.objects.get_or_create(
+                workspace=workspace,
+                name=segment["name"],
+                defaults={"description": segment.get("description", ""), "definition": segment["definition"]},
+            )
+        channel = self._demo_whatsapp(workspace)
+        for campaign in spec.get("campaigns", []):
+            self._campaign(workspace, channel, campaign)
+        for broadcast in spec.get("broadcasts", []):
+            self._draft_broadcast(workspace, channel, broadcast)
+
+    @staticmethod
+    def _demo_whatsapp(workspace):
+        from apps.connectors.models import Channel
+
+        return Channel.objects.filter(workspace=workspace, kind="whatsapp").order_by("id").first()
+
+    def _campaign(self, workspace, channel, spec) -> None:
+        from apps.broadcasts.campaigns import campaign_schedule_sync
+        from apps.broadcasts.models import Campaign, Segment
+
+        if Campaign.objects.filter(workspace=workspace, name=spec["name"]).exists():
+            return
+        crontab = {k: spec[k] for k in ("minute", "hour", "day_of_week", "day_of_month", "month_of_year") if k in spec}
+        campaign = Campaign.objects.create(
+            workspace=workspace,
+            name=spec["name"],
+            kind=spec["kind"],
+            enabled=spec.get("enabled", True),
+            channel=channel,
+            template=channel.templates.get(name=spec["template"]),
+            variables=spec["variables"],
+            segment=Segment.objects.get(workspace=workspace, name=spec["segment"]) if spec.get("segment") else None,
+            settings=spec.get("settings", {}),
+            **crontab,
+        )
+        campaign_schedule_sync(campaign=campaign)
+
+    def _draft_broadcast(self, workspace, channel, spec) -> None:
+        from apps.broadcasts.models import Broadcast, Segment
+        from apps.broadcasts.services import broadcast_create
+
+        if Broadcast.objects.filter(workspace=workspace, name=spec["name"]).exists():
+            return
+        broadcast_create(
+            workspace=workspace,
+            name=spec["name"],
+            channel=channel,
+            template=channel.templates.get(name=spec["template"]),
+            variables=spec["variables"],
+            audience=Broadcast.Audience.SEGMENT,
+            segment=Segment.objects.get(workspace=workspace, name=spec["segment"]),
+        )
 
     def _inbox_setup(self, workspace, spec) -> None:
         """What operators need on day one: closing categories, tags, quick replies."""

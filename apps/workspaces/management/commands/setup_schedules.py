@@ -17,6 +17,8 @@ SCHEDULES = [
     {"name": "Resume workflow runs whose timer is due", "task": "workflows.timeouts", "every": 60},
     {"name": "Start scheduled workflows", "task": "workflows.schedules", "every": 60},
     {"name": "Assign queued conversations to free agents", "task": "workflows.dispatch_queues", "every": 60},
+    {"name": "Start scheduled broadcasts that are due", "task": "broadcasts.start_due", "every": 60},
+    {"name": "Give running broadcasts without a sender a new one", "task": "broadcasts.resume", "every": 60},
 ]
 
 

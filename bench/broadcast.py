@@ -1,0 +1,499 @@
+"""A broadcast to 100,000 recipients against the channel simulator.
+
+    python -m bench.broadcast [--recipients 100000] [--seconds 30] [--fast-rate 1000] [--workers 3]
+
+It makes its own database (`parley_bench_broadcast`, dropped at the end) and Redis key prefix on
+the servers DATABASE_URL / REDIS_URL name (or the embedded ones), starts the WhatsApp simulator, a
+daphne and a Celery worker, and measures:
+
+1. audience resolution: the recipient rows of a segment of N contacts (one INSERT … SELECT), its
+   time and the peak RSS of the process doing it, run in a fresh process, and the same for a
+   segment a tenth the size: memory does not grow with the audience;
+2. sending at the channel's default 80 messages/s, over `--seconds` once steady: the rate and
+   its spread second by second. Meanwhile the simulator's status callbacks (sent, delivered: two
+   per message) pour into daphne and the worker, and the inbox list (GET /api/v1/conversations/)
+   is timed as a supervisor: p50 / p95 against the same list before the broadcast;
+3. the cap lifted (1,000/s, WhatsApp's ceiling for upgraded numbers; status callbacks off so
+   the two cores send): the rate reached.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.inbound import (
+    BIN,
+    ROOT,
+    free_port,
+    percentile,
+    server_urls,
+    spawn,
+    wait_until,
+    with_database,
+)
+
+BENCH_DB = "parley_bench_broadcast"
+PREFIX = "parley-bench-broadcast"
+PHONE_NUMBER_ID = "900000002"
+APP_SECRET = "bench-broadcast-secret"  # noqa: S105 (a throwaway channel of the bench database)
+TARGETS = {"resolve_s": 30, "rate_tolerance": 0.05, "fast_rate": 1000}
+
+RESOLVE = """
+import json, resource, sys, time
+import django
+django.setup()
+from apps.broadcasts.services import broadcast_audience_resolve
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+total = broadcast_audience_resolve(broadcast_id=int(sys.argv[1]))
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"total": total, "seconds": seconds, "baseline_kb": baseline, "peak_kb": peak}))
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.broadcast")
+    parser.add_argument("--recipients", type=int, default=100_000, help="contacts in the audience")
+    parser.add_argument("--seconds", type=int, default=30, help="length of each measured sending window")
+    parser.add_argument("--fast-rate", type=int, default=1000, help="messages/s once the cap is lifted")
+    parser.add_argument(
+        "--workers", type=int, default=3, help="Celery worker processes (the sender + status drainers)"
+    )
+    return parser.parse_args(argv)
+
+
+# Servers and data ------------------------------------------------------------------------------
+
+
+def recreate_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(with_database(admin_url, "postgres"), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{BENCH_DB}"')
+
+
+def drop_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(with_database(admin_url, "postgres"), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+
+
+def prepare(env: dict, recipients: int, simulator_url: str) -> dict:
+    """Migrates the bench database; makes a workspace, a supervisor (and a session), a WhatsApp
+    number on the simulator, a marketing template, N opted-in contacts and two segments."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.contrib.sessions.backends.cached_db import SessionStore
+    from django.core.management import call_command
+
+    from apps.broadcasts.models import BroadcastSettings, Segment
+    from apps.connectors.models import Channel, MessageTemplate
+    from apps.workspaces import services
+    from apps.workspaces.models import Role, User
+
+    call_command("migrate", verbosity=0)
+    workspace = services.workspace_create(
+        name="Bench", slug="bench", timezone_name="Africa/Cairo", default_language="en"
+    )
+    user = User.objects.create_user("bench-supervisor", password="unused-bench-password")  # noqa: S106
+    services.membership_add(workspace=workspace, user=user, role=Role.SUPERVISOR)
+    channel = Channel.objects.create(
+        workspace=workspace,
+        kind="whatsapp",
+        name="Bench number",
+        credentials={
+            "access_token": "t",
+            "app_secret": APP_SECRET,
+            "phone_number_id": PHONE_NUMBER_ID,
+            "waba_id": "W",
+        },
+        settings={"base_url": simulator_url},
+    )
+    template = MessageTemplate.objects.create(
+        workspace=workspace,
+        channel=channel,
+        name="bench_promo",
+        body="Hi {{1}}, {{2}} off fruit this week.",
+        category="marketing",
+    )
+    midnight = time_of(0)
+    BroadcastSettings.objects.create(workspace=workspace, weekly_cap=100, quiet_from=midnight, quiet_until=midnight)
+    started = time.perf_counter()
+    make_contacts(workspace, recipients)
+    made_s = time.perf_counter() - started
+    segments = {
+        name: Segment.objects.create(
+            workspace=workspace,
+            name=name,
+            definition={"match": "all", "conditions": [{"field": "tag", "op": "is", "value": name}]},
+        )
+        for name in ("everyone", "a-tenth")
+    }
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.create()
+    return {
+        "workspace": workspace,
+        "channel": channel,
+        "template": template,
+        "segments": segments,
+        "session": session.session_key,
+        "contacts_s": made_s,
+    }
+
+
+def time_of(hour: int):
+    from datetime import time as clock
+
+    return clock(hour, 0)
+
+
+def make_contacts(workspace, count: int) -> None:
+    """N opted-in contacts (names and phones encrypted, blind-indexed), all tagged `everyone`, a
+    tenth `a-tenth`; a thousand have an open conversation, so the inbox has a page to show."""
+    from django.utils import timezone
+
+    from apps.contacts.models import Contact, Tag
+    from apps.conversations.models import Conversation
+    from apps.core.crypto import blind_index
+
+    everyone = Tag.objects.create(workspace=workspace, name="everyone")
+    tenth = Tag.objects.create(workspace=workspace, name="a-tenth")
+    consent = {"whatsapp": {"opted_in": True, "at": "2025-01-01T00:00:00Z"}}
+    through = Contact.tags.through
+    for start in range(0, count, 5000):
+        batch = []
+        for n in range(start, min(count, start + 5000)):
+            phone = f"+2010{n:08d}"
+            batch.append(
+                Contact(
+                    workspace=workspace,
+                    name=f"Customer {n}",
+                    phone=phone,
+                    phone_index=blind_index(phone),
+                    country="EG",
+                    marketing_consent=consent,
+                )
+            )
+        Contact.objects.bulk_create(batch)
+        links = [through(contact_id=c.pk, tag_id=everyone.pk) for c in batch]
+        links += [through(contact_id=c.pk, tag_id=tenth.pk) for c in batch[::10]]
+        through.objects.bulk_create(links)
+    from apps.connectors.models import Channel
+
+    number = Channel.objects.get(workspace=workspace)
+    now = timezone.now()
+    Conversation.objects.bulk_create(
+        [
+            Conversation(workspace=workspace, contact=contact, channel=number, last_message_at=now, status="open")
+            for contact in Contact.objects.filter(workspace=workspace).order_by("-id")[:1000]
+        ]
+    )
+
+
+def resolve_in_fresh_process(env: dict, broadcast_id: int) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", RESOLVE, str(broadcast_id)],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Measures --------------------------------------------------------------------------------------
+
+
+def sent_count(broadcast_id: int) -> int:
+    from apps.broadcasts.models import Recipient
+
+    return Recipient.objects.filter(broadcast_id=broadcast_id, sent_at__isnull=False).count()
+
+
+def measure_rate(broadcast_id: int, seconds: int, warmup: float = 5) -> dict:
+    """Sent per second, sampled each second for `seconds` after `warmup`."""
+    time.sleep(warmup)
+    samples = [(time.monotonic(), sent_count(broadcast_id))]
+    for _ in range(seconds):
+        time.sleep(max(0.0, samples[0][0] + len(samples) - time.monotonic()))
+        samples.append((time.monotonic(), sent_count(broadcast_id)))
+    per_second = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(samples)]
+    return {
+        "rate": (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0]),
+        "per_second": per_second,
+        "sent": samples[-1][1],
+    }
+
+
+class InboxProbe:
+    """A supervisor's inbox list, requested again and again on one connection."""
+
+    def __init__(self, url: str, session: str):
+        import httpx
+
+        self.client = httpx.Client(base_url=url, cookies={"sessionid": session}, timeout=30)
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            response = self.client.get("/api/v1/conversations/?limit=50")
+            self.latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"bench: the inbox list answered {response.status_code}: {response.text[:300]}")
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.client.close()
+
+
+def wait_released(broadcast_id: int, timeout: float = 60) -> None:
+    from apps.broadcasts.models import Broadcast
+
+    wait_until(lambda: Broadcast.objects.get(pk=broadcast_id).claimed_at is None, timeout, "the sender to stop")
+
+
+# Report ----------------------------------------------------------------------------------------
+
+
+def line(name: str, value: str, target: str = "") -> None:
+    print(f"  {name:<48} {value:>18}   {target}", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    database, redis_url = server_urls()
+    recreate_database(database)
+    env = {
+        **os.environ,
+        "DATABASE_URL": with_database(database, BENCH_DB),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": PREFIX,
+        "CELERY_QUEUE": PREFIX,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-0123",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_COOKIES": "false",
+        "LOG_LEVEL": "WARNING",
+        "API_RATE_LIMIT": "1000000/minute",
+        "INBOUND_DRAINERS": str(max(1, args.workers - 1)),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    simulator_port, web_port = free_port(), free_port()
+    simulator_url, web_url = f"http://127.0.0.1:{simulator_port}", f"http://127.0.0.1:{web_port}"
+    processes = [
+        spawn(
+            [sys.executable, "-m", "apps.connectors.simulator", "--port", str(simulator_port), "--quiet"],
+            env,
+            logs / "broadcast-simulator.log",
+        )
+    ]
+    try:
+        return run(args, env, database, processes, simulator_url, web_url, web_port, logs)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(database)
+
+
+def run(args, env, database, processes, simulator_url, web_url, web_port, logs: Path) -> int:
+    import httpx
+
+    print(
+        f"machine: {os.cpu_count()} cores; {args.recipients:,} contacts; 1 daphne, Celery prefork x{args.workers}; "
+        f"PostgreSQL at {database.split('@')[-1]}",
+        flush=True,
+    )
+    made = prepare(env, args.recipients, simulator_url)
+    channel, template, segments = made["channel"], made["template"], made["segments"]
+    print(f"  ({args.recipients:,} contacts made in {made['contacts_s']:.0f} s)", flush=True)
+    processes.append(
+        spawn(
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(web_port), "config.asgi:application"],
+            env,
+            logs / "broadcast-daphne.log",
+        )
+    )
+    worker = [str(BIN / "celery"), "--app", "config", "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
+    worker += ["--concurrency", str(args.workers), "--without-gossip", "--without-mingle"]
+    processes.append(spawn(worker, env, logs / "broadcast-worker.log"))
+    wait_until(lambda: _up(httpx, f"{simulator_url}/_simulator/channels"), 20, "the simulator")
+    wait_until(lambda: _up(httpx, f"{web_url}/healthz"), 30, "daphne")
+    sim = httpx.Client(base_url=simulator_url, timeout=30)
+    sim.post(
+        "/_simulator/channels",
+        json={
+            "kind": "whatsapp",
+            "phone_number_id": PHONE_NUMBER_ID,
+            "access_token": "t",
+            "app_secret": APP_SECRET,
+            "verify_token": channel.verify_token,
+            "webhook_url": f"{web_url}/webhooks/{channel.uuid}/",
+        },
+    ).raise_for_status()
+    # The simulator's own limit well above ours: what is measured is Parley's pacing.
+    sim.post(
+        "/_simulator/settings", json={"rate_per_second": 100_000, "auto_status": "delivered", "status_delay": 0.2}
+    )
+
+    from apps.broadcasts import services
+    from apps.broadcasts.models import Broadcast, Recipient
+    from apps.connectors.models import Channel
+
+    def make(segment):
+        return services.broadcast_create(
+            workspace=channel.workspace,
+            name=f"Bench {segment.name}",
+            channel=channel,
+            template=template,
+            variables=[{"field": "contact.first_name"}, {"value": "20%"}],
+            audience=Broadcast.Audience.SEGMENT,
+            segment=segment,
+        )
+
+    print("1. audience resolution (a fresh process each; one INSERT … SELECT)")
+    small, large = make(segments["a-tenth"]), make(segments["everyone"])
+    for broadcast in (small, large):
+        # What a start does first (the segment's conditions copied), without queueing the sender.
+        Broadcast.objects.filter(pk=broadcast.pk).update(audience_definition=broadcast.segment.definition)
+        measured = resolve_in_fresh_process(env, broadcast.pk)
+        line(
+            f"{measured['total']:,} recipients: time / rows per s",
+            f"{measured['seconds']:.1f} s / {measured['total'] / measured['seconds']:,.0f}",
+            f"target ≤ {TARGETS['resolve_s']} s" if broadcast is large else "",
+        )
+        line(
+            "   peak RSS (after django.setup → peak)",
+            f"{measured['baseline_kb'] / 1024:.0f} → {measured['peak_kb'] / 1024:.0f} MB",
+        )
+
+    with InboxProbe(web_url, made["session"]) as idle:
+        time.sleep(5)
+    print(f"2. sending at {channel.rate_limit_per_second}/s, status callbacks on (sent + delivered per message)")
+    services.broadcast_start(broadcast=large)
+    with InboxProbe(web_url, made["session"]) as busy:
+        steady = measure_rate(large.pk, args.seconds)
+    rate, low, high = steady["rate"], min(steady["per_second"]), max(steady["per_second"])
+    tolerance = TARGETS["rate_tolerance"] * channel.rate_limit_per_second
+    line(
+        f"messages/s over {args.seconds} s",
+        f"{rate:.1f}",
+        "ok"
+        if abs(rate - channel.rate_limit_per_second) <= tolerance
+        else f"over ±5% of {channel.rate_limit_per_second}",
+    )
+    line(
+        "   each second: min / median / max", f"{low:.0f} / {statistics.median(steady['per_second']):.0f} / {high:.0f}"
+    )
+    inbound = _inbound_counts()
+    line("   webhooks stored / applied (statuses)", f"{inbound['stored']:,} / {inbound['processed']:,}")
+    for name, probe in (("idle", idle), ("during the broadcast", busy)):
+        values = probe.latencies
+        line(
+            f"inbox list p50 / p95, {name} (ms, n={len(values)})",
+            f"{percentile(values, 50):.1f} / {percentile(values, 95):.1f}",
+        )
+
+    services.broadcast_pause(broadcast=Broadcast.objects.get(pk=large.pk))
+    wait_released(large.pk)
+    Channel.objects.filter(pk=channel.pk).update(rate_limit_per_second=args.fast_rate)
+    sim.post("/_simulator/settings", json={"auto_status": "none"})
+    print(f"3. the cap lifted: {args.fast_rate}/s (status callbacks off)")
+    services.broadcast_resume(broadcast=Broadcast.objects.get(pk=large.pk))
+    fast = measure_rate(large.pk, args.seconds, warmup=3)
+    line(
+        f"messages/s over {args.seconds} s",
+        f"{fast['rate']:.0f}",
+        f"target ≥ {TARGETS['fast_rate']}" if args.fast_rate >= TARGETS["fast_rate"] else "",
+    )
+    line(
+        "   each second: min / median / max",
+        f"{min(fast['per_second']):.0f} / {statistics.median(fast['per_second']):.0f} / {max(fast['per_second']):.0f}",
+    )
+    services.broadcast_cancel(broadcast=Broadcast.objects.get(pk=large.pk))
+    wait_released(large.pk)
+    counts = dict(
+        Recipient.objects.filter(broadcast_id=large.pk)
+        .values_list("state")
+        .annotate(n=_count())
+        .values_list("state", "n")
+    )
+    retried = _retried(large.pk)
+    line("recipients by state at the end", json.dumps(counts, sort_keys=True))
+    line("messages sent more than once / retried", f"{_duplicates(sim)} / {retried}")
+    return 0
+
+
+def _count():
+    from django.db.models import Count
+
+    return Count("id")
+
+
+def _retried(broadcast_id: int) -> int:
+    from apps.conversations.models import Message
+
+    return Message.objects.filter(payload__broadcast_id=broadcast_id, attempts__gt=1).count()
+
+
+def _duplicates(sim) -> int:
+    """Numbers the simulator accepted more than one message for (it keeps every send)."""
+    from collections import Counter
+
+    sent = Counter(item["to"] for item in sim.get("/_simulator/outbox").json() if item["http_status"] == 200)
+    return sum(1 for count in sent.values() if count > 1)
+
+
+def _inbound_counts() -> dict:
+    from apps.conversations.models import InboundEvent
+
+    return {
+        "stored": InboundEvent.objects.count(),
+        "processed": InboundEvent.objects.filter(state=InboundEvent.State.PROCESSED).count(),
+    }
+
+
+def _up(httpx, url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
