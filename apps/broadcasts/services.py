@@ -10,7 +10,7 @@
 - Sending (`broadcast_send`, the `broadcasts.send` task): one sender per broadcast, never a Celery
   task per message. It claims the broadcast (a heartbeat in `claimed_at`), claims recipients in
   batches, checks the rules for each, writes their messages, and sends them from a few threads
-  sharing one HTTP client, each send paced and taking a token from the channel's Redis bucket.
+  on keep-alive connections, each send paced and taking a token from the channel's Redis bucket.
 
 Exactly once: a message row is written (queued) before its send, claimed queued → sending just
 before the HTTP call, and given the provider's id right after. A sender that dies leaves rows that
@@ -178,8 +178,11 @@ def _csv_phone(raw: str) -> str:
         # Exports of WhatsApp numbers often drop the "+" (201001234567): a valid number that way is taken.
         digits = raw.replace(" ", "").replace("-", "")
         if digits.isdigit() and not digits.startswith("0"):
-            number = phonenumbers.parse(f"+{digits}", None)
-            if phonenumbers.is_valid_number(number):
+            try:
+                number = phonenumbers.parse(f"+{digits}", None)
+            except phonenumbers.NumberParseException:
+                number = None
+            if number is not None and phonenumbers.is_valid_number(number):
                 return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         raise
 
@@ -258,9 +261,9 @@ def broadcast_update(*, broadcast: Broadcast, **changes) -> Broadcast:
         raise TypeError(f"broadcast_update() cannot change {sorted(unknown)}")
     if broadcast.state not in (State.DRAFT, State.SCHEDULED):
         raise Conflict(f"This broadcast is {broadcast.get_state_display().lower()}; only a draft can be edited.")
-    data = {field_name: getattr(broadcast, field_name) for field_name in EDITABLE if field_name != "csv_content"}
+    data = {name: getattr(broadcast, name) for name in EDITABLE if name != "csv_content"}
     data.update(changes, audience_definition=broadcast.audience_definition or None)
-    if data["audience"] == Broadcast.Audience.CSV and "csv_content" not in changes:
+    if "csv_content" not in changes:  # the file already uploaded, if any, is checked again
         data["csv_content"] = broadcast_csv_content(broadcast=broadcast) if broadcast.csv_file else None
     _validate(broadcast.workspace, data)
     _assign(broadcast, {**data, "csv_content": changes.get("csv_content")})
@@ -295,6 +298,8 @@ def _validate(workspace, data: dict) -> None:
         errors["channel"] = ["Choose one of this workspace's channels."]
     elif not channel.enabled:
         errors["channel"] = [f"{channel.name} is disabled."]
+    if channel is not None and "channel" not in errors and not _sends_templates(channel):
+        errors["channel"] = [f"{channel.get_kind_display()} channels cannot send message templates."]
     if template is None or template.workspace_id != workspace.id or (channel and template.channel_id != channel.id):
         errors["template"] = ["Choose a template of this channel."]
     elif template.status != MessageTemplate.Status.APPROVED:
@@ -319,6 +324,12 @@ def _validate(workspace, data: dict) -> None:
         raise DomainError(
             detail, code=code, fields={name: problems[:CSV_ERRORS_SHOWN] for name, problems in errors.items()}
         )
+
+
+def _sends_templates(channel) -> bool:
+    from apps.connectors.base import Connector
+
+    return type(connector_for(channel)).template_payload is not Connector.template_payload
 
 
 def _audience_errors(workspace, data: dict, errors: dict) -> tuple[list[str] | None, list[str]]:
@@ -564,14 +575,18 @@ def broadcasts_resume(*, now: datetime) -> int:
 
 # Audience ---------------------------------------------------------------------------------------
 
-INSERT_RECIPIENTS = """
+# The audience's SELECT goes between these (spliced, not formatted: a JSON path has braces).
+INSERT_RECIPIENTS = (
+    """
 INSERT INTO broadcasts_recipient
     (workspace_id, broadcast_id, contact_id, dedupe_key, parameters, state, reason, queued_at)
 SELECT %s, %s, c.id, COALESCE(NULLIF(c.phone_index, ''), 'c' || c.id), '[]'::jsonb, 'queued', '', %s
-FROM ({select}) AS c
+FROM (""",
+    """) AS c
 ORDER BY c.on_channel DESC, c.id
 ON CONFLICT (broadcast_id, dedupe_key) DO NOTHING
-"""
+""",
+)
 
 
 def broadcast_audience_resolve(*, broadcast_id: int, heartbeat=None) -> int:
@@ -612,7 +627,8 @@ def _recipients_insert(broadcast: Broadcast, contacts) -> None:
     select, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
-            INSERT_RECIPIENTS.format(select=select), [broadcast.workspace_id, broadcast.pk, timezone.now(), *params]
+            INSERT_RECIPIENTS[0] + select + INSERT_RECIPIENTS[1],
+            [broadcast.workspace_id, broadcast.pk, timezone.now(), *params],
         )
 
 
@@ -778,6 +794,8 @@ def contact_timezone(contact: Contact, fallback: ZoneInfo) -> ZoneInfo:
     key_ = (phone[:8], contact.country)
     zones = _ZONES_BY_PREFIX.get(key_)
     if zones is None:
+        if len(_ZONES_BY_PREFIX) > 100_000:
+            _ZONES_BY_PREFIX.clear()
         zones = _ZONES_BY_PREFIX[key_] = _zones_of(phone, contact.country)
     if not zones:
         return fallback
@@ -802,7 +820,8 @@ def _zones_of(phone: str, country: str) -> tuple:
         zones = _known(phone_timezones.time_zones_for_number(number))
         if len(zones) > 1:
             zones = _known(phone_timezones.time_zones_for_geographical_number(number)) or zones
-    region = (phonenumbers.region_code_for_number(number) if number is not None else "") or country
+    region = (phonenumbers.region_code_for_country_code(number.country_code) if number is not None else "") or country
+    region = "" if region == phonenumbers.UNKNOWN_REGION else region
     if not zones and region:
         example = phonenumbers.example_number_for_type(region.upper(), phonenumbers.PhoneNumberType.FIXED_LINE)
         zones = _known(phone_timezones.time_zones_for_number(example)) if example else ()
@@ -942,8 +961,8 @@ class Job:
 class Sender:
     """One broadcast's sending run (see the module's docstring). The main thread keeps the
     heartbeat and claims, checks and writes batches; `threads` workers send them, each on its own
-    database connection, all through one HTTP client. At most two batches are on their way, so a
-    pause or cancel is seen within a second or two, and the per-message claim checks the state too."""
+    database and HTTP connections. At most two batches are on their way, so a pause or cancel is
+    seen within a second or two, and the per-message claim checks the state too."""
 
     def __init__(self, broadcast_id: int, stamp: datetime):
         self.broadcast = Broadcast.objects.select_related("channel", "template", "workspace").get(pk=broadcast_id)
@@ -1080,7 +1099,7 @@ class Sender:
         for recipient_id, contact, parameters in going:
             conversation_id, external_id = targets[contact.pk]
             payload = {
-                "template": self._provider_template(parameters),
+                "template": self.connector.template_payload(self.template, parameters),
                 "template_id": self.template.pk,
                 "parameters": parameters,
                 "broadcast_id": self.broadcast.pk,
@@ -1121,15 +1140,6 @@ class Sender:
             )
             for recipient_id, message_id in written
         ]
-
-    def _provider_template(self, parameters: list[str]) -> dict:
-        """As `message_send` writes a template for the provider (`_template_message`)."""
-        body = [{"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}]
-        return {
-            "name": self.template.name,
-            "language": {"code": self.template.language},
-            "components": body if parameters else [],
-        }
 
     def _outbound(self, external_id: str, contact: Contact, payload: dict) -> OutboundMessage:
         context = {
@@ -1182,6 +1192,8 @@ class Sender:
                     self._done()
         finally:
             self._flush()
+            if getattr(self.local, "cursor", None) is not None:
+                self.local.cursor.close()
             connection.close()  # this thread's own connection
 
     def _next_job(self) -> Job | None:
@@ -1224,9 +1236,9 @@ class Sender:
         )
         params = [timezone.now(), job.message_id, self.broadcast.pk]
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(claim, params if pending is None else [*_sent(pending), *params])
-                return cursor.rowcount == 1
+            cursor = self._cursor()
+            cursor.execute(claim, params if pending is None else [*_sent(pending), *params])
+            return cursor.rowcount == 1
         finally:
             if pending is not None:
                 self._done()
@@ -1236,10 +1248,16 @@ class Sender:
         if pending is None:
             return
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"WITH {RECORD_SENT} {RECORD_RECIPIENT}", _sent(pending))
+            self._cursor().execute(f"WITH {RECORD_SENT} {RECORD_RECIPIENT}", _sent(pending))
         finally:
             self._done()
+
+    def _cursor(self):
+        """This worker's cursor, kept for the run (one per statement costs ~30 µs more)."""
+        cursor = getattr(self.local, "cursor", None)
+        if cursor is None or cursor.closed:
+            cursor = self.local.cursor = connection.cursor()
+        return cursor
 
     def _failed(self, job: Job, error: ProviderError) -> None:
         if error.error_class == ErrorClass.RETRY:
@@ -1304,7 +1322,9 @@ class Sender:
     def _done(self) -> None:
         with self.lock:
             self.outstanding -= 1
-            self.lock.notify_all()
+            on_their_way = self.outstanding - len(self.later)
+            if on_their_way in (self.batch_size, 0):  # what _backpressure, _batches and _drain wait for
+                self.lock.notify_all()
 
     # Waiting, heartbeat, progress --------------------------------------------------------------
 
@@ -1680,27 +1700,31 @@ def _conversations_insert(channel, contact_ids: list[int], now: datetime) -> dic
 
 
 # Messages of `sending` recipients that never left (queued, or waiting to retry); a send on the
-# wire (`sending` without an error) is left to its answer.
-WITHDRAW = """
-WITH withdrawn AS (
-    DELETE FROM conversations_message m
-    WHERE m.id IN (SELECT message_id FROM broadcasts_recipient WHERE broadcast_id = %s AND state = 'sending')
-      AND m.provider_id = '' AND (m.state = 'queued' OR (m.state = 'sending' AND m.error_code <> ''))
-    RETURNING m.id)
+# wire (`sending` without an error) is left to its answer. Rows a worker holds at that instant
+# (claiming or recording them) are skipped, not waited for: a worker's statement locks its last
+# message and then its next one, so waiting here could close a cycle (a deadlock); the message
+# it is claiming goes out, as one already on the wire would.
+NOT_LEFT = """
+    SELECT id FROM conversations_message
+    WHERE id IN (SELECT message_id FROM broadcasts_recipient WHERE broadcast_id = %s AND state = 'sending')
+      AND provider_id = '' AND (state = 'queued' OR (state = 'sending' AND error_code <> ''))
+    ORDER BY id FOR UPDATE SKIP LOCKED
+"""
+WITHDRAW = f"""
+WITH withdrawn AS (DELETE FROM conversations_message WHERE id IN ({NOT_LEFT}) RETURNING id)
 UPDATE broadcasts_recipient SET state = 'queued', reason = '', message_id = NULL
 WHERE message_id IN (SELECT id FROM withdrawn) AND state = 'sending'
-"""
-WITHDRAW_CANCELLED = """
+"""  # noqa: S608 (constants)
+WITHDRAW_CANCELLED = f"""
 WITH withdrawn AS (
-    UPDATE conversations_message m
+    UPDATE conversations_message
     SET state = 'failed', error_code = 'cancelled', failed_at = now(),
         error_reason = 'The broadcast was cancelled before this message left.'
-    WHERE m.id IN (SELECT message_id FROM broadcasts_recipient WHERE broadcast_id = %s AND state = 'sending')
-      AND m.provider_id = '' AND (m.state = 'queued' OR (m.state = 'sending' AND m.error_code <> ''))
-    RETURNING m.id)
+    WHERE id IN ({NOT_LEFT})
+    RETURNING id)
 UPDATE broadcasts_recipient SET state = 'skipped', reason = %s
 WHERE message_id IN (SELECT id FROM withdrawn) AND state = 'sending'
-"""
+"""  # noqa: S608 (constants)
 
 
 def _messages_withdraw(broadcast_id: int, *, cancelled: bool = False) -> int:

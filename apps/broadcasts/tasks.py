@@ -4,7 +4,10 @@ twice (a broadcast is claimed with a conditional UPDATE before anything is sent)
 from celery import shared_task
 from django.utils import timezone
 
-from apps.broadcasts import services
+from apps.broadcasts import (
+    campaigns,  # noqa: F401 (its tasks, run_campaign and back_in_stock_settle, register here)
+    services,
+)
 
 
 @shared_task(name="broadcasts.send")
@@ -25,3 +28,11 @@ def resume() -> int:
     """Beat, every minute: a running broadcast without a live sender (its worker died, or its
     deferred recipients are due) gets one."""
     return services.broadcasts_resume(now=timezone.now())
+
+
+@shared_task(name="broadcasts.publish_progress")
+def publish_progress(broadcast_id: int) -> None:
+    """The trailing `broadcast.progress` event a second after a throttled one (results.py)."""
+    from apps.broadcasts.results import broadcast_progress_flush
+
+    broadcast_progress_flush(broadcast_id=broadcast_id)

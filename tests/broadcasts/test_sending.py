@@ -107,6 +107,11 @@ def to_number(contact) -> str:
     return contact.phone.lstrip("+")
 
 
+@pytest.fixture(autouse=True)
+def _uploads_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+
+
 @pytest.fixture
 def shop(db):
     workspace = make_workspace(name="Nile Basket", slug="nile", timezone="Africa/Cairo")
@@ -142,6 +147,7 @@ def test_a_csv_with_bad_rows_is_refused_row_by_row_and_nothing_is_created(shop, 
         b"+201001234568;\n"
         b"not a number;X\n"
         b";Y\n"
+        b"12;Z\n"
     )
 
     with pytest.raises(DomainError) as refused:
@@ -156,13 +162,14 @@ def test_a_csv_with_bad_rows_is_refused_row_by_row_and_nothing_is_created(shop, 
         )
 
     assert refused.value.code == "invalid_csv"
-    assert "5 bad row(s); nothing was created" in refused.value.detail
+    assert "6 bad row(s); nothing was created" in refused.value.detail
     assert refused.value.fields["csv"] == [
         "row 3: '+12' is not a phone number.",
         "row 4: +201001234567 is already on row 2",
         "row 5: “promo” is empty (it fills {{2}})",
         "row 6: 'not a number' is not a phone number.",
         "row 7: the phone is empty",
+        "row 8: '12' is not a phone number.",
     ]
     assert not Broadcast.objects.exists()
     assert not Contact.objects.exists()
@@ -256,6 +263,60 @@ def test_a_template_of_another_channel_or_not_approved_is_refused(shop, vip):
         tag_broadcast(channel, paused, vip)
 
     assert refused.value.fields["template"] == ["The template paused_one is paused, not approved."]
+
+
+@pytest.mark.django_db
+def test_a_draft_can_be_edited_and_is_checked_again_as_a_whole(shop, vip):
+    channel = make_whatsapp_channel(shop)
+    broadcast = tag_broadcast(channel, make_template(channel), vip)
+
+    services.broadcast_update(
+        broadcast=broadcast, name="Spring sale, take 2", variables=[{"value": "A"}, {"value": "B"}]
+    )
+    with pytest.raises(DomainError) as refused:
+        services.broadcast_update(broadcast=broadcast, audience=Broadcast.Audience.CSV)
+
+    broadcast.refresh_from_db()
+    assert (broadcast.name, broadcast.variables) == ("Spring sale, take 2", [{"value": "A"}, {"value": "B"}])
+    assert refused.value.fields["csv"] == ["Upload a CSV with a phone column."]
+    Broadcast.objects.filter(pk=broadcast.pk).update(state="running")
+    broadcast.refresh_from_db()
+    with pytest.raises(Conflict):
+        services.broadcast_update(broadcast=broadcast, name="Too late")
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        ("2030-01-01T22:30", "2030-01-02T09:00"),  # after quiet_from: the next morning
+        ("2030-01-02T06:15", "2030-01-02T09:00"),  # before quiet_until: this morning
+        ("2030-01-02T12:00", None),  # daytime
+    ],
+)
+def test_quiet_hours_wrap_midnight_and_end_in_the_same_zone(local, expected):
+    zone = ZoneInfo("Asia/Hong_Kong")
+    quiet_from, quiet_until = datetime(2030, 1, 1, 21).time(), datetime(2030, 1, 1, 9).time()
+
+    end = services.quiet_hours_end(datetime.fromisoformat(local).replace(tzinfo=zone), quiet_from, quiet_until)
+
+    assert end == (datetime.fromisoformat(expected).replace(tzinfo=zone) if expected else None)
+
+
+@pytest.mark.parametrize(
+    ("phone", "country", "zone"),
+    [
+        ("+85291234567", "", "Asia/Hong_Kong"),
+        ("+201001234567", "", "Africa/Cairo"),
+        ("+14155550123", "", "America/Los_Angeles"),
+        ("+447700900123", "", "Europe/London"),  # a mobile number: its country's zone
+        ("", "AE", "Asia/Dubai"),  # no phone: the country's
+        ("", "", "Asia/Hong_Kong"),  # nothing known: the workspace's
+    ],
+)
+def test_a_contacts_time_zone_comes_from_their_number_else_country_else_the_workspace(phone, country, zone):
+    contact = Contact(phone=phone, country=country)
+
+    assert str(services.contact_timezone(contact, ZoneInfo("Asia/Hong_Kong"))) == zone
 
 
 # States and schedule -------------------------------------------------------------------------

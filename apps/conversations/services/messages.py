@@ -402,10 +402,20 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
         message = messages.get()
         _publish_status(message)
         _broadcast_status(message, update)
+    # A broadcast's send whose answer was lost in a crash: the provider's status (carrying our
+    # opaque data) tells it did leave; its message takes the provider id, then the status applies.
+    elif update.opaque and not messages.exists() and _broadcast_confirm(channel, update):
+        delivery_status_apply(channel=channel, update=update)
     # A race with the send being recorded lasts seconds; an older status is for a message Parley
     # never sent (typed in Meta's Page inbox, a caption sent on its own): dropped.
     elif update.timestamp > timezone.now() - timedelta(minutes=5) and not messages.exists():
         raise StatusForUnknownMessage(update.provider_id)
+
+
+def _broadcast_confirm(channel, update: StatusUpdate) -> bool:
+    from apps.broadcasts.services import broadcast_send_confirm
+
+    return broadcast_send_confirm(channel=channel, provider_id=update.provider_id, opaque=update.opaque)
 
 
 def _watermark_apply(channel, update: StatusUpdate) -> None:
@@ -917,9 +927,10 @@ def messages_requeue_stale(*, older_than) -> int:
     from apps.conversations.tasks import deliver_message
 
     stale = list(
-        Message.objects.filter(state=DeliveryState.QUEUED, created_at__lt=older_than).values_list("id", flat=True)[
-            :1000
-        ]
+        # A broadcast's queued messages are its sender's to send (paced, pausable), not this sweep's.
+        Message.objects.filter(state=DeliveryState.QUEUED, created_at__lt=older_than)
+        .exclude(payload__has_key="broadcast_id")
+        .values_list("id", flat=True)[:1000]
     )
     for message_id in stale:
         deliver_message.delay(message_id)
