@@ -75,6 +75,8 @@ def test_a_worker_killed_mid_send_leaves_the_message_for_review_sent_once(live_e
     producer.send_task("conversations.deliver_message", args=[message.id], queue="killtest")
 
     _wait_for(lambda: Message.objects.get(pk=message.pk).state == "sending", 30, "the send to start")
+    # Claimed is not yet on the wire: kill only once the provider holds the request (its fault taken).
+    _wait_for(lambda: not simulator.get("/_simulator/faults", phone_number_id="1000001"), 30, "the request to arrive")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     time.sleep(3)  # past the broker's visibility timeout
