@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.core.management import CommandError
+from django.test import Client, TransactionTestCase
 
 from apps.core.redis import get_redis
 from apps.workspaces import services
@@ -19,6 +20,25 @@ from tests.factories import make_member, make_shift, make_team, make_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+_flush_test_database = TransactionTestCase._fixture_teardown
+
+
+def _flush_when_the_worker_lets_go(self):
+    """A transactional test's tables are truncated at its end, while the session's live Celery
+    worker may still be finishing a task the test caused (a timer, a queue dispatch) on those
+    tables. PostgreSQL breaks that lock cycle by failing the TRUNCATE; once the task has committed
+    the same TRUNCATE goes through, so it is tried again."""
+    for attempt in range(6):
+        try:
+            return _flush_test_database(self)
+        except CommandError as error:
+            if "deadlock" not in repr(error.__cause__).lower() or attempt == 5:
+                raise
+            time.sleep(0.5)
+
+
+TransactionTestCase._fixture_teardown = _flush_when_the_worker_lets_go
 
 
 @pytest.fixture(autouse=True)
