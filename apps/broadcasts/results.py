@@ -63,7 +63,7 @@ def recipient_status_apply(*, message, state: str, at: datetime, error_code: str
     recipients = Recipient.objects.filter(message_id=message.pk)
     if state == State.FAILED:
         matched = recipients.filter(state__in=(State.QUEUED, State.SENDING, State.SENT)).update(
-            state=State.FAILED, failed_at=at, reason=_failure_reason(error_code, error_reason)
+            state=State.FAILED, failed_at=at, reason=failure_reason(error_code, error_reason)
         )
     elif state in STAMP:
         below = [lower for lower, rank in RANK.items() if rank < RANK[state]]
@@ -81,9 +81,9 @@ def recipient_status_apply(*, message, state: str, at: datetime, error_code: str
     return bool(matched)
 
 
-def _failure_reason(code: str, reason: str) -> str:
-    """How a failure reads in the report, which groups by it: the provider's code, then its words
-    (the sender's `services.failure_reason` writes the same)."""
+def failure_reason(code: str, reason: str) -> str:
+    """How a failure reads on a recipient and in the report, which groups by it: the provider's
+    code, then its words (the sender and the status webhooks both write it)."""
     return ": ".join(part for part in (str(code or "").strip(), (reason or "").strip()) if part)[:200] or "unknown"
 
 

@@ -5,31 +5,41 @@ import time
 
 from apps.core.redis import get_redis, key
 
-# KEYS[1] bucket; ARGV: rate per second, capacity, now (ms). Returns ms to wait (0 = go).
+# KEYS[1] bucket; ARGV: rate per second, capacity, now (ms), tokens wanted. Returns {granted, ms
+# to wait when none was granted}.
 _TAKE = """
 local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[2])
 local stamp = tonumber(redis.call('HGET', KEYS[1], 's') or ARGV[3])
 local rate = tonumber(ARGV[1])
 local now = tonumber(ARGV[3])
 tokens = math.min(tonumber(ARGV[2]), tokens + (now - stamp) * rate / 1000)
+local granted = math.max(0, math.min(tonumber(ARGV[4]), math.floor(tokens)))
+tokens = tokens - granted
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
+if granted == 0 then
   wait = math.ceil((1 - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 't', tokens, 's', now)
 redis.call('PEXPIRE', KEYS[1], 60000)
-return wait
+return {granted, wait}
 """
+
+
+def take_tokens(bucket: str, rate_per_second: float, count: int) -> tuple[int, float]:
+    """Takes up to `count` tokens at once: (how many were taken, seconds to wait when none was).
+    A broadcast's sender asks once per 20 ms of sending instead of once per message."""
+    rate = max(rate_per_second, 0.01)
+    script = get_redis().register_script(_TAKE)
+    granted, wait_ms = script(
+        keys=[key("bucket", bucket)], args=[rate, max(rate, 1), int(time.time() * 1000), max(1, count)]
+    )
+    return int(granted), int(wait_ms) / 1000
 
 
 def take_token(bucket: str, rate_per_second: float) -> float:
     """Takes one token if there is one and returns 0; else returns the seconds to wait."""
-    rate = max(rate_per_second, 0.01)
-    script = get_redis().register_script(_TAKE)
-    wait_ms = script(keys=[key("bucket", bucket)], args=[rate, max(rate, 1), int(time.time() * 1000)])
-    return int(wait_ms) / 1000
+    granted, wait = take_tokens(bucket, rate_per_second, 1)
+    return 0.0 if granted else wait
 
 
 def slow_down(bucket: str, seconds: float, rate_per_second: float) -> None:

@@ -6,7 +6,7 @@ engine holds the conversation's lock and does the I/O after commit."""
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -243,10 +243,6 @@ def subject_value(ctx, subject: str) -> Any:
     if subject == "contact.tags":
         return list(ctx.conversation.contact.tags.values_list("name", flat=True))
     return lookup(ctx.template_context(), subject)
-
-
-def in_minutes(ctx, minutes) -> datetime | None:
-    return ctx.now + timedelta(minutes=float(minutes)) if minutes else None
 
 
 # The steps -----------------------------------------------------------------------------------
