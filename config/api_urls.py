@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("apps.contacts.api.urls")),
     path("", include("apps.workflows.api.urls")),
     path("", include("apps.broadcasts.api.urls")),
+    path("", include("apps.analytics.api.urls")),
 ]
 
 # Anything else under /api/v1/ answers with the API's JSON 404, not an HTML page.

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "apps.conversations",
     "apps.workflows",
     "apps.broadcasts",
+    "apps.analytics",
 ]
 
 MIDDLEWARE = [

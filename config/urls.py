@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("apps.connectors.urls")),
     path("", include("apps.conversations.urls")),
     path("", include("apps.workspaces.urls")),
+    path("", include("apps.analytics.urls")),
 ]
 
 handler400 = "apps.core.views.bad_request"

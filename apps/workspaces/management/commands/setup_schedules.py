@@ -19,6 +19,8 @@ SCHEDULES = [
     {"name": "Assign queued conversations to free agents", "task": "workflows.dispatch_queues", "every": 60},
     {"name": "Start scheduled broadcasts that are due", "task": "broadcasts.start_due", "every": 60},
     {"name": "Give running broadcasts without a sender a new one", "task": "broadcasts.resume", "every": 60},
+    {"name": "Fold new conversation events into the analytics", "task": "analytics.fold", "every": 10},
+    {"name": "Write the scheduled analytics exports that are due", "task": "analytics.export_due", "every": 60},
 ]
 
 
