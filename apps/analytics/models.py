@@ -168,10 +168,19 @@ class Daily(WorkspaceScoped):
     """The sums of one workspace-local day for one agent, team, channel, category and language.
     Every counter is additive, so any range and any filter is a SUM over these rows."""
 
+    # No database constraint on these: a rollup outlives the member, team or channel it counts
+    # (a deleted channel's conversations go, last year's numbers stay), and the folder subtracts
+    # exactly what it once added, whatever has been deleted since.
     day = models.DateField()
-    agent = models.ForeignKey("workspaces.Membership", null=True, on_delete=models.CASCADE, related_name="+")
-    team = models.ForeignKey("workspaces.Team", null=True, on_delete=models.CASCADE, related_name="+")
-    channel = models.ForeignKey("connectors.Channel", on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(
+        "workspaces.Membership", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    team = models.ForeignKey(
+        "workspaces.Team", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    channel = models.ForeignKey(
+        "connectors.Channel", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     category = models.CharField(max_length=60, blank=True)
     language = models.CharField(max_length=8, blank=True)
 

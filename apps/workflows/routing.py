@@ -274,6 +274,9 @@ def _enqueue(
     conversation.queued_at = queued_at
     conversation.save(update_fields=["queued_at"])
     if queued_at != previous:
+        from apps.analytics.services import event_record
+
+        event_record(conversation=conversation, kind="queued", by="system")
         realtime.publish_on_commit(
             conversation.workspace_id,
             build_event("conversation.updated", conversation=payloads.conversation_event(conversation)),

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.analytics.services import event_record
 from apps.conversations.models import Conversation, Message
 from apps.core.exceptions import Conflict, DomainError, NotFound
 from apps.workflows import steps
@@ -267,6 +268,10 @@ class Context:
 
     def count_resolved(self) -> None:
         self.set_var("resolved_by_bot", True)
+
+    def record(self, kind: str, **data) -> None:
+        """A fact for the analytics (an FAQ answer given or accepted)."""
+        event_record(conversation=self.conversation, kind=kind, by="bot", **data)
 
     def order_find(self, value: str) -> dict | None:
         return order_variables(workspace=self.workspace, contact=self.conversation.contact, value=value)
@@ -944,6 +949,7 @@ def _handover(
     settings = bot_settings(conversation.workspace_id)
     ctx = Context(run=run, conversation=conversation, definition=run.version.definition)
     _finish(run, Run.State.HANDED_OVER, reason, publish=False)
+    event_record(conversation=conversation, kind="handover", by="bot", reason=reason)
     known = {k: v for k, v in run.variables.items() if k not in ("message", "language", "started_by", "queue", "team")}
     summary = ", ".join(f"{k}: {v}" for k, v in known.items() if not isinstance(v, dict | list))
     ctx.note(f"Handed over by {run.workflow.name} ({reason})" + (f". {summary}" if summary else ""))

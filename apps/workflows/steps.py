@@ -444,6 +444,7 @@ def enter_faq(ctx, step):
     if decision.faq_id is None:
         return Go(_branch(settings, "not_matched", step), f"no answer ({decision.confidence:.2f})")
     ctx.send(ctx.text(decision.answer))
+    ctx.record("faq_answered", intent=decision.intent)
     detail = f"{decision.intent} ({decision.confidence:.2f})"
     if decision.follow_up and (settings.get("helped") or settings.get("not_helped") or step.get("next")):
         ctx.send(ctx.text(settings.get("follow_up_text") or FOLLOW_UP), options=_options_payload(ctx, YES_NO))
@@ -465,6 +466,7 @@ def receive_faq(ctx, step, reply: Reply):
         return Go(step["key"], "asked again")
     if option["id"] == "yes":
         ctx.count_resolved()
+        ctx.record("faq_accepted", intent=ctx.run.waiting.get("intent"))
         return Go(settings.get("helped") or settings.get("matched") or step.get("next"), "helped")
     if settings.get("not_helped"):
         return Go(settings["not_helped"], "did not help")

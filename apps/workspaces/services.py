@@ -90,6 +90,7 @@ def agent_status_set(
         if status is not None and status != agent.status:
             agent.status, agent.changed_at = status, now
             fields += ["status", "changed_at"]
+            _presence_record(membership, status)
         if capacity is not None:
             agent.capacity = capacity
             fields.append("capacity")
@@ -98,6 +99,12 @@ def agent_status_set(
         if agent.status == AgentStatus.Status.ONLINE and (not was_online or agent.capacity > previous_capacity):
             _queues_dispatch_on_commit(membership)
     return agent
+
+
+def _presence_record(membership: Membership, status: str) -> None:
+    from apps.analytics.services import presence_record  # analytics builds on workspaces
+
+    presence_record(membership=membership, status=status)
 
 
 def _queues_dispatch_on_commit(membership: Membership) -> None:
@@ -137,6 +144,7 @@ def agent_mark_offline_if_stale(*, agent_status_id: int, older_than) -> bool:
         if claimed != 1:
             return False
         agent = AgentStatus.objects.select_related("membership").get(pk=agent_status_id)
+        _presence_record(agent.membership, AgentStatus.Status.OFFLINE)
         _publish_agent_status(agent, agent.membership, "no_heartbeat")
     return True
 

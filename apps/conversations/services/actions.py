@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from apps.analytics.services import event_record
 from apps.connectors.services import webhook_emit
 from apps.conversations import payloads
 from apps.conversations.models import Conversation, DeliveryState, Message, Notification
@@ -38,6 +39,11 @@ def _name(user) -> str:
     if user is None:
         return "Parley"
     return user.get_full_name() or user.username
+
+
+def _by(actor) -> str:
+    """Who did it, for the analytics: a person, or Parley itself (routing, a rule, an integration)."""
+    return "agent" if actor is not None else "system"
 
 
 def _locked(conversation: Conversation) -> Conversation:
@@ -107,11 +113,21 @@ def conversation_assign(
         if not fields:
             return conversation
         previous = conversation.assignee
-        if conversation.status == Conversation.Status.CLOSED:
+        reopened = conversation.status == Conversation.Status.CLOSED
+        if reopened:
             fields.update(status=Conversation.Status.OPEN, closed_at=None)
+            event_record(conversation=conversation, kind="reopened", by=_by(actor), user=actor)
         if fields.get("assignee") is not None:
             fields["queued_at"] = None  # out of the team's queue
         _save(conversation, fields, origin=origin)
+        event_record(
+            conversation=conversation,
+            kind="assigned",
+            by=_by(actor),
+            user=actor,
+            previous_id=getattr(previous, "pk", None),
+            transfer=bool(note.strip()) or (previous is not None and "assignee" in fields),
+        )
         _after_reassign(conversation, actor, previous, fields)
         _event(conversation, actor, "transferred" if note else "assigned", _assign_text(actor, fields), **details)
         if note.strip():
@@ -172,6 +188,7 @@ def conversation_update(
             fields["priority"] = priority
         if category is not UNSET and (category or "") != conversation.category:
             fields["category"] = (category or "")[:60]
+            event_record(conversation=conversation, kind="categorised", by=_by(actor), user=actor, category=category)
         if tags is not UNSET:
             if any(tag.workspace_id != conversation.workspace_id for tag in tags):
                 raise DomainError("Tags must belong to this workspace.", code="invalid", fields={"tags": ["Unknown."]})
@@ -236,6 +253,8 @@ def conversation_close(
         if category:
             fields["category"] = category
         _save(conversation, fields, origin=origin)
+        by = "bot" if from_run else _by(actor)
+        event_record(conversation=conversation, kind="closed", by=by, user=actor, category=category, summary=summary)
         _after_close(conversation, actor, from_run)
         text = f"{_name(actor)}: closed" + (f" as {category}" if category else "")
         _event(conversation, actor, "closed", text, category=category, summary=summary)
@@ -271,6 +290,7 @@ def conversation_csat_record(
         first = conversation.csat_score != score
         fields = {"csat_score": score, "csat_comment": comment, "csat_agent": conversation.assignee}
         _save(conversation, fields, origin=origin)
+        event_record(conversation=conversation, kind="rated", by="contact", value=score)
         text = f"Customer rated {score}/5" + (f": {comment}" if comment else "")
         _event(conversation, None, "csat", text, score=score)
         if first:
@@ -302,8 +322,11 @@ def conversation_reopen(
         conversation = _locked(conversation)
         if conversation.status == Conversation.Status.OPEN:
             return conversation
+        was_closed = conversation.status == Conversation.Status.CLOSED
         fields = {"status": Conversation.Status.OPEN, "closed_at": None, "snoozed_until": None}
         _save(conversation, fields, origin=origin)
+        if was_closed:  # a snoozed one woken early is the same conversation going on
+            event_record(conversation=conversation, kind="reopened", by=_by(actor), user=actor)
         _event(conversation, actor, "reopened", f"{_name(actor)}: reopened")
     return conversation
 

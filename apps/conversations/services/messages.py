@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.analytics.services import event_record, message_event_record
 from apps.connectors.base import InboundEdit, InboundMessage, ParseError, ReachabilityUpdate, StatusUpdate
 from apps.connectors.registry import connector_for
 from apps.connectors.services import webhook_emit
@@ -241,6 +242,10 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         from apps.broadcasts.results import broadcast_inbound_apply
 
         broadcast_inbound_apply(message=message, conversation=conversation)
+        if opened:
+            source = "broadcast" if "broadcast_reply" in message.payload else "inbound"
+            event_record(conversation=conversation, kind="opened" if created else "reopened", source=source)
+        message_event_record(conversation=conversation, message=message)
         files = [media for media in (inbound.media, *inbound.extra_media) if media]
         attachments = [_attachment_expect(message, media) for media in files]
         # The new message's attachments are known: no query to list them for the event.
@@ -513,6 +518,7 @@ def message_send(
         if upload is not None:
             _attachment_store(message, upload)
         _conversation_note_outbound(conversation, sender_kind)
+        message_event_record(conversation=conversation, message=message)
         if sender_kind == Message.Sender.AGENT and author is not None:
             from apps.workflows.services import runs_stop
 
@@ -697,6 +703,7 @@ def note_add(*, conversation: Conversation, author, text: str, origin: str | Non
             text=text,
             state=DeliveryState.SENT,
         )
+        message_event_record(conversation=conversation, message=message)
         _publish_message(message, origin=origin)
         from apps.conversations.services.actions import mentions_notify
 

@@ -1,0 +1,495 @@
+"""The analytics writes: recording facts as they happen, folding them into cycles and rollups.
+
+`event_record` is called by the services of the other apps inside their own transactions, so
+a fact is logged exactly when (and only if) it is stored. `events_fold` turns a conversation's
+whole timeline into its `Cycle` rows and adds the *difference* from what those cycles added
+before to the `Daily` rollups: folding a conversation twice, or its events in any order, or
+late-committed events after newer ones, always ends at the same numbers, which is also what
+`analytics_rebuild` (folding everything from nothing) arrives at. docs/metrics.md defines each
+number; this module is the one place that computes them."""
+
+import zoneinfo
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.analytics.models import (
+    ARRAY_COUNTERS,
+    SCALAR_COUNTERS,
+    AgentPresence,
+    Cycle,
+    Daily,
+    Event,
+    bucket_of,
+)
+
+HANDLE_GAP_CAP = 300  # seconds: a longer silence is not somebody working on the conversation
+FOLD_LOCK = 0x5A4C_0001  # PostgreSQL advisory lock: one folder (or rebuild) at a time
+FOLD_CHUNK = 200  # conversations per transaction
+
+By = Event.By
+Kind = Event.Kind
+
+
+# Recording -------------------------------------------------------------------------------------
+
+
+def _membership_id(workspace_id: int, user) -> int | None:
+    if user is None:
+        return None
+    from apps.workspaces.models import Membership
+
+    return Membership.objects.filter(workspace_id=workspace_id, user=user).values_list("id", flat=True).first()
+
+
+def event_record(
+    *, conversation, kind: str, by: str = "", user=None, author_id: int | None = None, value=None, **data
+) -> Event:
+    """Logs one fact of `conversation` as it stands now (its assignee and team after the fact).
+    `user` is the person who acted (a User; their membership is looked up) or `author_id` the
+    membership itself."""
+    if author_id is None and user is not None:
+        author_id = _membership_id(conversation.workspace_id, user)
+    return Event.objects.create(
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation.pk,
+        kind=kind,
+        by=by,
+        author_id=author_id,
+        agent_id=conversation.assignee_id,
+        team_id=conversation.team_id,
+        value=value,
+        data={key: value for key, value in data.items() if value not in (None, "")},
+    )
+
+
+def message_event_record(*, conversation, message) -> None:
+    """A message in or out of the conversation, said by whom (a note is a person's too)."""
+    from apps.conversations.models import Message
+
+    if message.kind == Message.Kind.EVENT:
+        return
+    if message.direction == Message.Direction.INBOUND:
+        event_record(conversation=conversation, kind=Kind.MESSAGE_IN, by=By.CONTACT, language=conversation.language)
+        return
+    if message.kind == Message.Kind.NOTE:
+        event_record(conversation=conversation, kind=Kind.NOTE, by=By.AGENT, user=message.author)
+        return
+    by = {
+        Message.Sender.AGENT: By.AGENT if message.author_id else By.SYSTEM,  # an integration is no person
+        Message.Sender.BOT: By.BOT,
+    }.get(message.sender_kind, By.SYSTEM)
+    event_record(conversation=conversation, kind=Kind.MESSAGE_OUT, by=by, user=message.author)
+
+
+def presence_record(*, membership, status: str) -> None:
+    AgentPresence.objects.create(workspace_id=membership.workspace_id, membership=membership, status=status)
+
+
+# Folding ---------------------------------------------------------------------------------------
+
+
+def _seconds(later: datetime, earlier: datetime) -> int:
+    return max(0, int((later - earlier).total_seconds()))
+
+
+@dataclass
+class _Facts:
+    """What one cycle adds to the rollups: {(day, agent, team): {counter: amount}}; category and
+    language are the cycle's final ones, set when it is written."""
+
+    rows: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+
+    def add(self, day, agent, team, counter: str, amount: int = 1) -> None:
+        self.rows[(day, agent, team)][counter] += amount
+
+    def add_at(self, day, agent, team, counter: str, index: int) -> None:
+        row = self.rows[(day, agent, team)]
+        values = row.get(counter) or [0] * ARRAY_COUNTERS[counter]
+        values[index] += 1
+        row[counter] = values
+
+
+class _CycleBuilder:
+    def __init__(self, meta: dict, number: int, start: Event):
+        self.meta, self.tz = meta, meta["tz"]
+        self.number, self.opened_at = number, start.at
+        source = start.data.get("source")
+        if not source:
+            inbound = start.kind in (Kind.OPENED, Kind.REOPENED, Kind.MESSAGE_IN)
+            source = Cycle.Source.INBOUND if inbound else Cycle.Source.OUTBOUND
+        self.source = source
+        self.facts = _Facts()
+        self.closed_at = self.first_message_at = self.first_assigned_at = self.first_response_at = None
+        self.responder = self.closer = self.csat = self.csat_agent = self.csat_day = None
+        self.closed_by = self.summary = self.category = self.language = ""
+        self.assignees: list[int] = []
+        self.responses = self.response_seconds = self.handle_seconds = 0
+        self.messages_in = self.messages_out = self.messages_bot = self.notes = 0
+        self.queued_at = self.queue_seconds = None
+        self.bot = self.handed_over = False
+        self.previous_at, self.previous_agent, self.waiting_since = None, start.agent_id, None
+        self.agent, self.team = start.agent_id, start.team_id
+
+    def day(self, at: datetime):
+        return at.astimezone(self.tz).date()
+
+    def add(self, event: Event) -> None:
+        day, agent, team = self.day(event.at), event.agent_id, event.team_id
+        person = event.author_id if event.by == By.AGENT else None
+        if self.closed_at is None and self.previous_at is not None:
+            worker = person or self.previous_agent
+            if worker:
+                gap = min(_seconds(event.at, self.previous_at), HANDLE_GAP_CAP)
+                self.handle_seconds += gap
+                self.facts.add(day, worker, team, "handle_seconds", gap)
+        getattr(self, f"_{event.kind}", self._other)(event, day, agent, team, person)
+        if event.data.get("language"):
+            self.language = event.data["language"]
+        self.previous_at, self.previous_agent = event.at, event.agent_id
+        self.agent, self.team = event.agent_id, event.team_id
+
+    def _other(self, event, day, agent, team, person) -> None:
+        pass  # opened / reopened while already open: nothing more to count
+
+    def _message_in(self, event, day, agent, team, person) -> None:
+        self.messages_in += 1
+        self.facts.add(day, agent, team, "messages_in")
+        if self.closed_at is None:
+            self.first_message_at = self.first_message_at or event.at
+            self.waiting_since = self.waiting_since or event.at
+
+    def _message_out(self, event, day, agent, team, person) -> None:
+        if not person:
+            self.messages_bot += 1
+            self.bot = self.bot or event.by == By.BOT
+            self.facts.add(day, agent, team, "messages_bot")
+            return
+        self.messages_out += 1
+        self.facts.add(day, person, team, "messages_out")
+        if self.closed_at is not None:
+            return
+        if self.waiting_since is not None:
+            waited = _seconds(event.at, self.waiting_since)
+            self.responses += 1
+            self.response_seconds += waited
+            self.facts.add(day, person, team, "responses")
+            self.facts.add(day, person, team, "response_seconds", waited)
+            self.waiting_since = None
+        if self.first_message_at is not None and self.first_response_at is None:
+            self.first_response_at, self.responder = event.at, person
+
+    def _note(self, event, day, agent, team, person) -> None:
+        self.notes += 1
+        self.facts.add(day, person or agent, team, "notes")
+
+    def _assigned(self, event, day, agent, team, person) -> None:
+        if agent is None or agent == event.data.get("previous_id"):
+            return
+        self.facts.add(day, agent, team, "assigned")
+        if event.data.get("transfer"):
+            self.facts.add(day, agent, team, "transfers")
+        if agent not in self.assignees:
+            self.assignees.append(agent)
+        if self.closed_at is None:
+            self.first_assigned_at = self.first_assigned_at or event.at
+            if self.queued_at is not None:
+                waited = _seconds(event.at, self.queued_at)
+                self.facts.add(day, agent, team, "queue_waits")
+                self.facts.add(day, agent, team, "queue_wait_seconds", waited)
+                if self.queue_seconds is None:
+                    self.queue_seconds = waited
+                self.queued_at = None
+
+    def _categorised(self, event, day, agent, team, person) -> None:
+        self.category = event.data.get("category", "")
+
+    def _queued(self, event, day, agent, team, person) -> None:
+        if self.closed_at is None and self.queued_at is None:
+            self.queued_at = event.at
+            self.facts.add(day, agent, team, "queued")
+
+    def _closed(self, event, day, agent, team, person) -> None:
+        if self.closed_at is not None:
+            return
+        self.closed_at, self.closed_by, self.closer = event.at, event.by, person
+        self.summary = event.data.get("summary", "")
+        if event.data.get("category"):
+            self.category = event.data["category"]
+        self.close_key = (day, person or agent, team)
+
+    def _rated(self, event, day, agent, team, person) -> None:
+        self.csat, self.csat_agent, self.csat_key = event.value, agent, (day, agent, team)
+
+    def _handover(self, event, day, agent, team, person) -> None:
+        self.handed_over = True
+
+    def _faq_answered(self, event, day, agent, team, person) -> None:
+        self.facts.add(day, agent, team, "faq_answered")
+
+    def _faq_accepted(self, event, day, agent, team, person) -> None:
+        self.facts.add(day, agent, team, "faq_accepted")
+
+    def build(self) -> Cycle:
+        """The cycle's row, its once-per-cycle facts added to the rollups."""
+        facts, opened_day = self.facts, self.day(self.opened_at)
+        start_key = (opened_day, self.agent, self.team)
+        facts.add(*start_key, "opened" if self.number == 1 else "reopened")
+        facts.add_at(*start_key, "opened_by_hour", self.opened_at.astimezone(self.tz).hour)
+        if self.bot:
+            facts.add(*start_key, "bot_conversations")
+        if self.handed_over:
+            facts.add(*start_key, "handovers")
+        first_response = assigned_response = resolution = None
+        if self.first_response_at is not None:
+            first_response = _seconds(self.first_response_at, self.first_message_at)
+            key = (self.day(self.first_response_at), self.responder, self.team)
+            facts.add(*key, "first_responses")
+            facts.add(*key, "first_response_seconds", first_response)
+            facts.add_at(*key, "first_response_buckets", bucket_of(first_response))
+            if self.first_assigned_at is not None and self.first_assigned_at <= self.first_response_at:
+                assigned_response = _seconds(self.first_response_at, self.first_assigned_at)
+                facts.add(*key, "assigned_responses")
+                facts.add(*key, "assigned_response_seconds", assigned_response)
+        contained = self.bot and self.closed_at is not None and not self.messages_out and not self.assignees
+        if self.closed_at is not None:
+            resolution = _seconds(self.closed_at, self.opened_at)
+            facts.add(*self.close_key, "closed")
+            facts.add(*self.close_key, "resolution_seconds", resolution)
+            facts.add_at(*self.close_key, "resolution_buckets", bucket_of(resolution))
+            if contained:
+                facts.add(*self.close_key, "contained")
+        if self.csat is not None:
+            facts.add(*self.csat_key, "csat_count")
+            facts.add(*self.csat_key, "csat_sum", self.csat)
+            facts.add_at(*self.csat_key, "csat_scores", self.csat - 1)
+        meta = self.meta
+        return Cycle(
+            workspace_id=meta["workspace_id"],
+            conversation_id=meta["conversation_id"],
+            number=self.number,
+            contact_id=meta["contact_id"],
+            channel_id=meta["channel_id"],
+            source=self.source,
+            team_id=self.team,
+            assignee_id=self.agent,
+            assignees=self.assignees,
+            category=self.category,
+            language=self.language,
+            opened_at=self.opened_at,
+            first_message_at=self.first_message_at,
+            first_assigned_at=self.first_assigned_at,
+            first_response_at=self.first_response_at,
+            first_response_seconds=first_response,
+            assigned_response_seconds=assigned_response,
+            responder_id=self.responder,
+            responses=self.responses,
+            response_seconds=self.response_seconds,
+            closed_at=self.closed_at,
+            resolution_seconds=resolution,
+            closed_by=self.closed_by,
+            closer_id=self.closer,
+            summary=self.summary,
+            csat=self.csat,
+            csat_agent_id=self.csat_agent,
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+            messages_bot=self.messages_bot,
+            notes=self.notes,
+            handle_seconds=self.handle_seconds,
+            queue_seconds=self.queue_seconds,
+            bot=self.bot,
+            handed_over=self.handed_over,
+            contained=contained,
+            contribution=[
+                [day.isoformat(), agent, team, meta["channel_id"], self.category, self.language, dict(counters)]
+                for (day, agent, team), counters in facts.rows.items()
+            ],
+        )
+
+
+def cycles_of(meta: dict, events: list[Event]) -> list[Cycle]:
+    """A conversation's timeline cut into cycles: each opening (or reopening after a close)
+    starts one; the first event starts one too when nothing opened it (we wrote first, or it
+    predates the log). A rating or a message after the close still belongs to that cycle."""
+    builders: list[_CycleBuilder] = []
+    for event in events:
+        current = builders[-1] if builders else None
+        reopening = event.kind in (Kind.OPENED, Kind.REOPENED) and current is not None and current.closed_at
+        if current is None or reopening:
+            current = _CycleBuilder(meta, len(builders) + 1, event)
+            builders.append(current)
+        current.add(event)
+    return [builder.build() for builder in builders]
+
+
+def _metas(conversation_ids) -> dict[int, dict]:
+    from apps.conversations.models import Conversation
+
+    rows = Conversation.objects.filter(pk__in=conversation_ids).values_list(
+        "pk", "workspace_id", "workspace__timezone", "channel_id", "contact_id"
+    )
+    zones: dict[str, zoneinfo.ZoneInfo] = {}
+    return {
+        pk: {
+            "conversation_id": pk,
+            "workspace_id": workspace_id,
+            "tz": zones.setdefault(tz, zoneinfo.ZoneInfo(tz)),
+            "channel_id": channel_id,
+            "contact_id": contact_id,
+        }
+        for pk, workspace_id, tz, channel_id, contact_id in rows
+    }
+
+
+def _contributions(cycles, sign: int, into: dict) -> None:
+    for cycle in cycles:
+        for day, agent, team, channel, category, language, counters in cycle.contribution:
+            row = into[(cycle.workspace_id, day, agent, team, channel, category, language)]
+            for name, amount in counters.items():
+                if name in ARRAY_COUNTERS:
+                    values = row.get(name) or [0] * ARRAY_COUNTERS[name]
+                    row[name] = [a + sign * b for a, b in zip(values, amount, strict=True)]
+                else:
+                    row[name] = row.get(name, 0) + sign * amount
+
+
+def _refold(conversation_ids: list[int]) -> None:
+    """Recomputes these conversations' cycles and moves the rollups by the difference."""
+    metas = _metas(conversation_ids)
+    events = defaultdict(list)
+    for event in Event.objects.filter(conversation_id__in=list(metas)).order_by("conversation_id", "at", "id"):
+        events[event.conversation_id].append(event)
+    old = Cycle.objects.filter(conversation_id__in=conversation_ids).only("workspace_id", "contribution")
+    new = [cycle for pk, meta in metas.items() for cycle in cycles_of(meta, events[pk])]
+    delta: dict = defaultdict(dict)
+    _contributions(old, -1, delta)
+    _contributions(new, +1, delta)
+    Cycle.objects.filter(conversation_id__in=conversation_ids).delete()
+    Cycle.objects.bulk_create(new, batch_size=1000)
+    _rollups_apply(delta)
+
+
+KEY_COLUMNS = ("workspace_id", "day", "agent_id", "team_id", "channel_id", "category", "language")
+
+
+def _upsert_sql(rows: int) -> str:
+    columns = (*KEY_COLUMNS, *SCALAR_COUNTERS, *ARRAY_COUNTERS)
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = [f"{name} = analytics_daily.{name} + EXCLUDED.{name}" for name in SCALAR_COUNTERS]
+    updates += [
+        f"{name} = ARRAY(SELECT a + b FROM unnest(analytics_daily.{name}, EXCLUDED.{name}) "
+        f"WITH ORDINALITY AS t(a, b, i) ORDER BY i)"
+        for name in ARRAY_COUNTERS
+    ]
+    return (
+        f"INSERT INTO analytics_daily ({', '.join(columns)}) VALUES {', '.join([placeholders] * rows)} "
+        f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+EMPTY_ROW = " AND ".join([f"{name} = 0" for name in SCALAR_COUNTERS] + [f"0 = ALL({name})" for name in ARRAY_COUNTERS])
+
+
+def _rollups_apply(delta: dict) -> None:
+    rows = []
+    for key, counters in delta.items():
+        if not any(any(v) if isinstance(v, list) else v for v in counters.values()):
+            continue
+        scalars = [counters.get(name, 0) for name in SCALAR_COUNTERS]
+        arrays = [counters.get(name) or [0] * size for name, size in ARRAY_COUNTERS.items()]
+        rows.append([*key, *scalars, *arrays])
+    if not rows:
+        return
+    rows.sort(key=lambda row: [str(part) for part in row[: len(KEY_COLUMNS)]])  # one lock order for every folder
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            batch = rows[start : start + 500]
+            cursor.execute(_upsert_sql(len(batch)), [value for row in batch for value in row])
+        days = sorted({row[1] for row in rows})
+        workspaces = sorted({row[0] for row in rows})
+        cursor.execute(
+            f"DELETE FROM analytics_daily WHERE workspace_id = ANY(%s) AND day = ANY(%s) AND {EMPTY_ROW}",
+            [workspaces, days],
+        )
+
+
+class _FoldLock:
+    """Only one folder or rebuild at a time (a PostgreSQL session advisory lock): folding the
+    same conversation twice at once would add its difference twice."""
+
+    def __enter__(self) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [FOLD_LOCK])
+            self.held = cursor.fetchone()[0]
+        return self.held
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [FOLD_LOCK])
+
+
+def events_fold(*, limit: int = 20_000) -> int:
+    """Folds the events not yet in the cycles and rollups (oldest first, at most `limit`);
+    returns how many. Another folder at work: returns 0 at once (beat runs it again)."""
+    with _FoldLock() as held:
+        if not held:
+            return 0
+        pending = list(Event.objects.filter(folded=False).order_by("id").values_list("id", "conversation_id")[:limit])
+        by_conversation = defaultdict(list)
+        for event_id, conversation_id in pending:
+            by_conversation[conversation_id].append(event_id)
+        conversation_ids = sorted(by_conversation)
+        for start in range(0, len(conversation_ids), FOLD_CHUNK):
+            chunk = conversation_ids[start : start + FOLD_CHUNK]
+            with transaction.atomic():
+                _refold(chunk)
+                Event.objects.filter(pk__in=[pk for c in chunk for pk in by_conversation[c]]).update(folded=True)
+        return len(pending)
+
+
+def events_fold_all() -> int:
+    """Folds until nothing is left (tests, the rebuild, a catch-up after an outage)."""
+    total = 0
+    while folded := events_fold():
+        total += folded
+    return total
+
+
+def analytics_rebuild(*, workspace=None, stdout=None) -> int:
+    """Throws the cycles and rollups away and folds every event again; the numbers must come
+    out the same as the folder's. Returns the number of conversations folded."""
+    with _FoldLock() as held:
+        if not held:
+            from apps.core.exceptions import Conflict
+
+            raise Conflict("The folder is running; try again in a few seconds.")
+        scope = {"workspace": workspace} if workspace is not None else {}
+        with transaction.atomic():
+            Daily.objects.filter(**scope).delete()
+            Cycle.objects.filter(**scope).delete()
+        conversation_ids = list(
+            Event.objects.filter(**scope).order_by().values_list("conversation_id", flat=True).distinct()
+        )
+        conversation_ids.sort()
+        for start in range(0, len(conversation_ids), FOLD_CHUNK):
+            chunk = conversation_ids[start : start + FOLD_CHUNK]
+            with transaction.atomic():
+                _refold(chunk)
+                Event.objects.filter(conversation_id__in=chunk, folded=False).update(folded=True)
+            if stdout is not None and (start // FOLD_CHUNK) % 50 == 0:
+                stdout.write(f"{start + len(chunk)} / {len(conversation_ids)} conversations")
+        return len(conversation_ids)
+
+
+def fold_lag() -> dict:
+    """How far behind the folder is: unfolded events and the age of the oldest."""
+    oldest = Event.objects.filter(folded=False).order_by("id").values_list("at", flat=True).first()
+    return {
+        "unfolded": Event.objects.filter(folded=False).count(),
+        "oldest_seconds": _seconds(timezone.now(), oldest) if oldest else 0,
+    }
