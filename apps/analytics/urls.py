@@ -1,4 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from apps.analytics import views
 
 app_name = "analytics"
-urlpatterns: list = []
+urlpatterns = [
+    path("analytics/", views.dashboard, name="dashboard"),
+    path("analytics/conversations/", views.conversations, name="conversations"),
+    path("analytics/live/", views.live, name="live"),
+]
