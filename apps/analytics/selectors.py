@@ -712,7 +712,8 @@ class Metric:
 
 
 METRICS = {
-    "opened": Metric(_("Opened")),
+    "opened": Metric(_("Opened"), where=Q(number=1)),  # a first opening; reopenings are "reopened"
+    "started": Metric(_("Opened or reopened")),  # the heatmap counts both
     "reopened": Metric(_("Reopened"), where=Q(number__gt=1)),
     "closed": Metric(_("Closed"), "closed_at", agent="closer"),
     "resolution": Metric(_("Resolution time"), "closed_at", Q(resolution_seconds__isnull=False), "closer"),

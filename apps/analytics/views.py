@@ -126,10 +126,10 @@ def _charts(filters, by, summary, short, long, heat, agents, load, broadcasts) -
         "times": _times(short, by, _("Response and resolution, this range")),
         "times_long": _times(long, "month", _("Response and resolution, last 12 months")),
         "heatmap": charts.heatmap(
-            _("Conversations opened by weekday and hour"),
+            _("Conversations opened or reopened, by weekday and hour"),
             heat,
             weekdays,
-            link=lambda day, hour: _drill(filters, "opened", weekday=day + 1, hour=hour),
+            link=lambda day, hour: _drill(filters, "started", weekday=day + 1, hour=hour),
         ),
         "first_response": charts.bars(
             _("First response time"),

@@ -195,7 +195,7 @@ def build_week(tenants) -> Week:
     make_daily(workspace, MONDAY + timedelta(days=2), chat, opened=1, opened_by_hour={12: 1}, closed=1, contained=1,
                resolution_seconds=300, resolution_buckets={3: 1}, bot_conversations=1, messages_in=1,
                messages_bot=2, faq_answered=1, faq_accepted=1)  # fmt: skip
-    make_daily(workspace, MONDAY + timedelta(days=3), chat, agent=bob, category="refund", opened=1, reopened=1,
+    make_daily(workspace, MONDAY + timedelta(days=3), chat, agent=bob, category="refund", reopened=1,
                opened_by_hour={10: 1}, first_responses=1, first_response_seconds=45, first_response_buckets={1: 1},
                bot_conversations=1, handovers=1, queued=1, queue_waits=1, queue_wait_seconds=120, assigned=1,
                messages_in=1, messages_out=1, **day)  # fmt: skip
@@ -264,7 +264,7 @@ def test_the_nav_links_supervisors_to_analytics_but_not_agents(tenants):
 
 def test_summary_counts_the_week(week):
     s = summary_of(week)
-    assert (s["opened"], s["reopened"], s["closed"]) == (5, 1, 3)
+    assert (s["opened"], s["reopened"], s["closed"]) == (4, 1, 3)
     assert (s["messages_in"], s["messages_out"], s["messages_bot"]) == (6, 5, 2)
     assert s["first_responses"] == 4
     assert s["first_response_avg_seconds"] == 788.8  # (20 + 90 + 3000 + 45) / 4
@@ -298,17 +298,23 @@ def test_summary_csat_automation_repeat_and_queue(week):
 def test_summary_is_plain_json(week):
     import json
 
-    assert json.loads(json.dumps(summary_of(week)))["opened"] == 5
+    assert json.loads(json.dumps(summary_of(week)))["opened"] == 4
 
 
 def test_filters_narrow_every_number(week):
     bob = summary_of(week, agent=week.bob.pk)
-    assert (bob["opened"], bob["closed"], bob["first_responses"], bob["csat_avg"]) == (2, 1, 2, 2.0)
+    assert (bob["opened"], bob["reopened"], bob["closed"], bob["first_responses"], bob["csat_avg"]) == (
+        1,
+        1,
+        1,
+        2,
+        2.0,
+    )
     assert bob["first_response_median_seconds"] == 67.5
     email = summary_of(week, channel=week.email.pk)
     assert (email["opened"], email["first_response_median_seconds"], email["closed"]) == (1, 3000.0, 0)
     refunds = summary_of(week, category="refund")
-    assert (refunds["opened"], refunds["reopened"], refunds["resolution_median_seconds"]) == (2, 1, 600.0)
+    assert (refunds["opened"], refunds["reopened"], refunds["resolution_median_seconds"]) == (1, 1, 600.0)
     monday = summary_of(week, **{"from": "2026-11-02", "to": "2026-11-02"})
     assert (monday["opened"], monday["closed"], monday["repeat_contacts"]) == (2, 2, 2)
     assert summary_of(week, language="fr")["opened"] == 0
@@ -317,7 +323,8 @@ def test_filters_narrow_every_number(week):
 def test_dashboard_panels(week):
     response = client_for(week.supervisor).get("/analytics/", WEEK)
     context = response.context
-    assert [p["opened"] for p in context["trend"]] == [2, 1, 1, 1, 0, 0, 0]
+    assert [p["opened"] for p in context["trend"]] == [2, 1, 1, 0, 0, 0, 0]
+    assert [p["reopened"] for p in context["trend"]] == [0, 0, 0, 1, 0, 0, 0]
     agents = {row["name"]: row for row in context["leaderboard"]}
     assert [row["name"] for row in context["leaderboard"]] == ["Ann", "Bob"]
     assert (agents["Ann"]["assigned"], agents["Ann"]["closed"], agents["Ann"]["messages_out"]) == (2, 1, 3)
@@ -347,9 +354,9 @@ def test_heatmap_and_long_term_trend(week):
     assert sum(map(sum, heat)) == 5
     months = selectors.trend(selectors.last_twelve_months(filters), by="month")
     assert len(months) == 12 and months[0]["period"] == date(2025, 12, 1)
-    assert months[-1]["opened"] == 5  # the range ends on 8 Nov: the day after is not counted
+    assert months[-1]["opened"] == 4  # the range ends on 8 Nov: the day after is not counted
     weeks = selectors.trend(filters, by="week")
-    assert [(w["period"], w["opened"]) for w in weeks] == [(MONDAY, 5)]
+    assert [(w["period"], w["opened"], w["reopened"]) for w in weeks] == [(MONDAY, 4, 1)]
 
 
 def test_load_needs_and_online_agents(week):
