@@ -283,6 +283,7 @@ class BroadcastAdmin(WorkspaceScopedAdmin):
     shown = (
         "workspace",
         "state",
+        "paused_reason",
         "channel",
         "template",
         "variables_shown",

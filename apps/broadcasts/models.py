@@ -197,6 +197,12 @@ class Broadcast(WorkspaceScoped):
     csv_file = models.FileField(_("CSV of recipients"), upload_to=csv_path, max_length=300, blank=True)
     scheduled_at = models.DateTimeField(_("send at"), null=True, blank=True)
     state = models.CharField(_("state"), max_length=10, choices=State.choices, default=State.DRAFT)
+    paused_reason = models.CharField(
+        _("why it paused"),
+        max_length=300,
+        blank=True,
+        help_text=_("Set when the sender paused it itself (credentials, quality); empty for a pause by hand."),
+    )
     campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="broadcasts")
     created_by = models.ForeignKey(
         "workspaces.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -73,12 +73,26 @@ def recipient_status_apply(*, message, state: str, at: datetime, error_code: str
         )
     else:
         return False
+    if matched and state == State.FAILED and str(error_code) in MARKETING_STOPPED:
+        marketing_stopped_by_provider(contact_id=message.conversation.contact_id, channel_kind=message.channel.kind)
     if matched:
         broadcast_id = (message.payload or {}).get("broadcast_id")
         if broadcast_id is None:
             broadcast_id = recipients.values_list("broadcast_id", flat=True).first()
         _progress_touch(broadcast_id)
     return bool(matched)
+
+
+# WhatsApp's 131050: "this recipient has chosen to stop receiving marketing messages on WhatsApp
+# from your business" (CHANNELS.md). The customer said no on WhatsApp's side: we record it as
+# their consent, so the next broadcast skips them instead of paying for another refusal.
+MARKETING_STOPPED = {"131050"}
+
+
+def marketing_stopped_by_provider(*, contact_id: int, channel_kind: str) -> None:
+    contact = Contact.objects.filter(pk=contact_id).only("id", "marketing_consent").first()
+    if contact is not None:
+        marketing_consent_set(contact=contact, channel_kind=channel_kind, opted_in=False, source="provider")
 
 
 def failure_reason(code: str, reason: str) -> str:
@@ -128,7 +142,9 @@ def _reply_note(message, recipient: Recipient) -> None:
     first = Recipient.objects.filter(pk=recipient.pk, replied_at__isnull=True).update(replied_at=message.created_at)
     if not first and message.reply_to_id != recipient.message_id:
         return
-    fields = {"payload": {**message.payload, "broadcast_reply": recipient.broadcast_id}}
+    name = Broadcast.objects.filter(pk=recipient.broadcast_id).values_list("name", flat=True).first()
+    # The inbox shows "Reply to broadcast <name>" from these, without asking for the broadcast.
+    fields = {"payload": {**message.payload, "broadcast_reply": recipient.broadcast_id, "broadcast_name": name}}
     if message.reply_to_id is None:
         fields["reply_to_id"] = recipient.message_id
     Message.objects.filter(pk=message.pk).update(**fields)

@@ -52,7 +52,7 @@ from django.utils import timezone
 from phonenumbers import timezone as phone_timezones
 
 from apps.broadcasts.models import Broadcast, BroadcastSettings, Recipient, Segment
-from apps.broadcasts.results import failure_reason
+from apps.broadcasts.results import MARKETING_STOPPED, failure_reason, marketing_stopped_by_provider
 from apps.connectors.base import HTTP_TIMEOUT, ErrorClass, OutboundMessage, ProviderError, SendResult, network_error
 from apps.connectors.models import MessageTemplate
 from apps.connectors.ratelimit import slow_down, take_tokens
@@ -466,12 +466,12 @@ def _start(broadcast: Broadcast) -> Broadcast:
 
 def broadcast_pause(*, broadcast: Broadcast) -> Broadcast:
     """The sender stops after the messages already on their way (a second or two)."""
-    return _transition(broadcast, allowed=(State.RUNNING,), to=State.PAUSED, verb="paused")
+    return _transition(broadcast, allowed=(State.RUNNING,), to=State.PAUSED, verb="paused", paused_reason="")
 
 
 def broadcast_resume(*, broadcast: Broadcast) -> Broadcast:
     with transaction.atomic():
-        _transition(broadcast, allowed=(State.PAUSED,), to=State.RUNNING, verb="resumed")
+        _transition(broadcast, allowed=(State.PAUSED,), to=State.RUNNING, verb="resumed", paused_reason="")
         transaction.on_commit(partial(_send_soon, broadcast.pk))
     return broadcast
 
@@ -1309,10 +1309,14 @@ class Sender:
                 """,
                 [str(code)[:32], detail, now, job.message_id, failure_reason(code, detail), now],
             )
+            if cursor.rowcount and str(code) in MARKETING_STOPPED:
+                marketing_stopped_by_provider(contact_id=job.contact_id, channel_kind=self.broadcast.channel.kind)
 
     def _pause(self, reason: str, error: ProviderError) -> None:
         logger.warning("broadcast %s %s (%s)", self.broadcast.pk, reason, error)
-        Broadcast.objects.filter(pk=self.broadcast.pk, state=State.RUNNING).update(state=State.PAUSED)
+        Broadcast.objects.filter(pk=self.broadcast.pk, state=State.RUNNING).update(
+            state=State.PAUSED, paused_reason=f"{reason}: {error}"[:300]
+        )
         self.stopping.set()
 
     def _done(self) -> None:

@@ -292,6 +292,7 @@ function renderMessage(message) {
         message.kind === "note" ? el("span", {class: "note-label", text: _("Internal note")}) : null,
         author ? el("span", {text: author}) : null,
         el("time", {datetime: message.created_at, text: new Date(message.created_at).toLocaleString()})),
+      payload.broadcast_reply ? el("div", {class: "broadcast-reply muted", text: `${_("Reply to broadcast")}: ${payload.broadcast_name || "#" + payload.broadcast_reply}`}) : null,
       reply ? el("blockquote", {text: reply.text.slice(0, 120)}) : null,
       payload.subject ? el("div", {class: "subject", text: payload.subject}) : null,
       message.text ? el("div", {class: "text", text: message.text}) : null,

@@ -271,6 +271,7 @@ def test_the_inbox_hears_of_the_reply_as_a_reply_to_the_broadcast(
     created = [e for e in realtime.events_since(channel.workspace_id, last) if e["type"] == "message.created"]
     reply = created[-1]["payload"]["message"]
     assert reply["reply_to_id"] == recipient.message_id and reply["payload"]["broadcast_reply"] == broadcast.pk
+    assert reply["payload"]["broadcast_name"] == broadcast.name  # the inbox says "Reply to broadcast <name>"
 
 
 def test_a_reply_after_the_window_is_just_a_message(channel, amira, broadcast):

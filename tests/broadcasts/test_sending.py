@@ -639,6 +639,23 @@ def test_permanent_failures_stop_the_recipient_with_the_reason_on_it_and_its_mes
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_customer_who_stopped_marketing_on_whatsapp_is_opted_out_here_too(channel, vip, simulator):
+    stopped, fine = customers(channel.workspace, vip, 2)
+    type(channel).objects.filter(pk=channel.pk).update(rate_limit_per_second=20)  # one thread: sends in order
+    broadcast = tag_broadcast(channel, make_template(channel), vip)
+    simulator.post("/_simulator/faults", {"phone_number_id": NUMBER_ID, "code": 131050, "count": 1})
+
+    services.broadcast_start(broadcast=broadcast)
+    settle(broadcast)
+
+    stopped.refresh_from_db()
+    fine.refresh_from_db()
+    assert stopped.marketing_consent["whatsapp"]["opted_in"] is False
+    assert stopped.marketing_consent["whatsapp"]["source"] == "provider"
+    assert "whatsapp" not in (fine.marketing_consent or {}) or fine.marketing_consent["whatsapp"]["opted_in"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_refused_credentials_pause_the_broadcast_and_lose_no_recipient(channel, vip, simulator):
     customers(channel.workspace, vip, 3)
     broadcast = tag_broadcast(channel, make_template(channel), vip)
@@ -648,6 +665,7 @@ def test_refused_credentials_pause_the_broadcast_and_lose_no_recipient(channel, 
     settle(broadcast)
 
     assert broadcast.state == "paused"
+    assert broadcast.paused_reason.startswith("paused") or "190" in broadcast.paused_reason
     assert states(broadcast)["queued"] + states(broadcast)["sent"] == 3
     assert not Message.objects.filter(state__in=("queued", "sending")).exists()  # nothing left half-sent
 

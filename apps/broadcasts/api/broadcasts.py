@@ -75,7 +75,8 @@ class BroadcastSerializer(serializers.ModelSerializer):
     class Meta:
         model = Broadcast
         fields = (
-            *("id", "name", "state", "channel", "template", "variables", "audience", "segment", "tag"),
+            *("id", "name", "state", "paused_reason", "channel", "template", "variables", "audience", "segment"),
+            "tag",
             *("campaign", "scheduled_at", "created_at", "started_at", "finished_at", "total"),
         )
         read_only_fields = fields
