@@ -260,7 +260,7 @@ class Command(BaseCommand):
                         workspace_id, contact_id, channel_id, status, assignee_id, team_id, category,
                         priority, language, window_expires_at, opened_at, first_response_at, closed_at,
                         snoozed_until, last_message_at, last_inbound_at, waiting_since, unread_count,
-                        authorized, csat_score, csat_comment, closing_summary)
+                        authorized, csat_score, csat_comment, closing_summary, automation_cursor)
                     SELECT %(workspace)s, c.id, ch.id,
                         CASE WHEN r.s < 0.30 THEN 'open' WHEN r.s < 0.35 THEN 'pending'
                              WHEN r.s < 0.37 THEN 'snoozed' ELSE 'closed' END,
@@ -274,7 +274,7 @@ class Command(BaseCommand):
                         last, last,
                         CASE WHEN r.s < 0.30 AND r.a < 0.5 THEN last END,
                         CASE WHEN r.s < 0.30 THEN floor(r.a * 4)::int ELSE 0 END,
-                        false, NULL, '', ''
+                        false, NULL, '', '', 0
                     FROM {Contact._meta.db_table} c
                     CROSS JOIN unnest(%(channels)s::bigint[]) AS ch(id)
                     CROSS JOIN LATERAL (
