@@ -161,6 +161,32 @@ def test_statuses_out_of_order_keep_the_highest_state_and_a_read_implies_deliver
     assert recipient.message.state == "read"
 
 
+def test_a_broadcasts_statuses_reach_its_progress_not_every_operators_socket(
+    channel, amira, broadcast, django_capture_on_commit_callbacks
+):
+    recipient = send_to(broadcast, amira)
+    conversation = recipient.message.conversation
+    chat = Message.objects.create(  # an ordinary message in the same conversation, already sent
+        workspace=conversation.workspace,
+        conversation=conversation,
+        channel=channel,
+        direction="out",
+        sender_kind="agent",
+        text="Hello",
+        provider_id="wamid.CHAT1",
+        state="sent",
+    )
+    last = realtime.last_event_id(channel.workspace_id)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        statuses(channel, status(recipient.message.provider_id, "delivered"), status("wamid.CHAT1", "delivered"))
+
+    published = [e for e in realtime.events_since(channel.workspace_id, last) if e["type"] == "message.status"]
+    assert [e["payload"]["message_id"] for e in published] == [chat.pk]  # the chat message's tick moves live
+    recipient.refresh_from_db()
+    assert recipient.state == "delivered"
+
+
 def test_a_failure_after_sending_keeps_the_reason_and_one_after_delivery_is_ignored(channel, broadcast):
     omar = make_contact(channel.workspace, name="Omar", phone="+201009999999")
     amira = make_contact(channel.workspace, name="Amira", phone=f"+{WA_ID}")

@@ -105,18 +105,20 @@ def _claimable():
 
 
 def inbound_events_claim(*, limit: int = INBOUND_BATCH) -> list[int]:
-    """The oldest pending deliveries nobody is working on, now claimed by the caller."""
+    """The oldest pending deliveries nobody is working on, now claimed by the caller; the claim
+    counts as an attempt at each (one UPDATE for the batch rather than one per delivery)."""
     with transaction.atomic():
         ids = list(
             _claimable().select_for_update(skip_locked=True).order_by("id").values_list("pk", flat=True)[:limit]
         )
         if ids:
-            InboundEvent.objects.filter(pk__in=ids).update(claimed_at=timezone.now())
+            InboundEvent.objects.filter(pk__in=ids).update(claimed_at=timezone.now(), attempts=F("attempts") + 1)
     return ids
 
 
 def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -> int:
     """Applies pending deliveries until none is left (or `seconds` pass); returns how many."""
+    from apps.connectors.models import Channel
     from apps.conversations.tasks import drain_inbound_events, process_inbound_event
     from apps.core.redis import get_redis
 
@@ -132,9 +134,13 @@ def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -
             if _claimable().exists() and client.set(slot_key, "1", nx=True, ex=_SLOT_TTL):
                 continue
             return done
-        for event_id in ids:
+        # The batch's rows and their channels in two queries, not two per delivery.
+        events = list(InboundEvent.objects.filter(pk__in=ids).order_by("id"))
+        channels = Channel.objects.select_related("workspace").in_bulk({event.channel_id for event in events})
+        for event in events:
+            event_id, event.channel = event.pk, channels[event.channel_id]
             try:
-                inbound_event_process(event_id=event_id)
+                inbound_event_process(event_id=event_id, claimed=event)
             except StatusForUnknownMessage:
                 # Its message is being recorded right now; the single-event task retries it.
                 process_inbound_event.apply_async((event_id,), countdown=2)
@@ -152,12 +158,15 @@ def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -
             return done
 
 
-def inbound_event_process(*, event_id: int) -> None:
-    """Parses and applies one stored delivery; every message, entry and change of a batch."""
-    claimed = InboundEvent.objects.filter(pk=event_id).exclude(state=InboundEvent.State.PROCESSED)
-    if claimed.update(attempts=F("attempts") + 1) != 1:
-        return  # gone, or done by another worker
-    event = InboundEvent.objects.select_related("channel", "channel__workspace").get(pk=event_id)
+def inbound_event_process(*, event_id: int, claimed: InboundEvent | None = None) -> None:
+    """Parses and applies one stored delivery; every message, entry and change of a batch. A
+    drainer passes the row it claimed (the claim counted the attempt); alone, it counts its own."""
+    event = claimed
+    if event is None:
+        unfinished = InboundEvent.objects.filter(pk=event_id).exclude(state=InboundEvent.State.PROCESSED)
+        if unfinished.update(attempts=F("attempts") + 1) != 1:
+            return  # gone, or done by another worker
+        event = InboundEvent.objects.select_related("channel", "channel__workspace").get(pk=event_id)
     headers = dict(event.headers or {})
     raw = base64.b64decode(event.body) if headers.pop(BASE64_BODY, "") else event.body.encode()
     try:
@@ -741,6 +750,11 @@ def _publish_status(message: Message) -> None:
             "error_reason": message.error_reason,
         },
     )
+    if "broadcast_id" in message.payload:
+        # A 100,000-message broadcast would push 300,000 statuses through every operator's socket
+        # (and out of the workspace's replay stream); its progress event (once a second) says it
+        # all, and a conversation opened later shows each message's state.
+        return
     publish_on_commit(
         message.workspace_id,
         build_event(
