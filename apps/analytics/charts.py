@@ -68,11 +68,12 @@ def bars(title: str, labels, series: dict, *, links: dict | None = None, **optio
 
 
 def horizontal_bars(title: str, labels, series: dict, *, links: dict | None = None, **options) -> SafeString:
+    """Bars across, the first label on top (pygal draws the first at the bottom, hence reversed)."""
     height = max(200, 60 + 28 * len(labels) * max(1, len(series)))
     chart = pygal.HorizontalBar(**_config(title=title, print_values=True, height=height, **options))
-    chart.x_labels = [str(label) for label in labels]
+    chart.x_labels = [str(label) for label in reversed(labels)]
     for name, values in series.items():
-        chart.add(str(name), _linked(values, (links or {}).get(name)))
+        chart.add(str(name), _linked(values, (links or {}).get(name))[::-1])
     return _svg(chart)
 
 
