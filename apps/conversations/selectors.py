@@ -54,46 +54,132 @@ def inbox_view_filter(queryset: QuerySet[Conversation], *, view: str, membership
     return queryset
 
 
-def with_tag(queryset: QuerySet[Conversation], *, tag_id: int) -> QuerySet[Conversation]:
-    """Conversations carrying a tag, as a semi-join the planner can probe row by row while it
-    reads the newest conversations in index order."""
-    from django.db.models import Exists, OuterRef
+# A filter that most conversations pass is best checked row by row while the newest conversations
+# are read in index order (the page's 50 are found after a few hundred probes); one that few pass
+# is best answered from its own index as a short list of ids. PostgreSQL's estimates cannot tell
+# the two apart here (a tag's rows spread over a million conversations of twenty workspaces; words
+# that always come together, "broken eggs", counted as independent), so these filters measure
+# which case they are in and say so in the SQL: a list of ids, or a correlated EXISTS with
+# OFFSET 0, which PostgreSQL keeps as a per-row probe instead of hashing every match first.
+FEW = 500  # up to this many matches: a list of ids
+COMMON_WORD_SHARE = 0.005  # a word in at least this share of messages is "common" (pg_stats)
 
+
+TAGGED = "SELECT 1 FROM conversations_conversation_tags t WHERE t.conversation_id = conversations_conversation.id"
+SAYS = (
+    "SELECT 1 FROM conversations_message m WHERE m.conversation_id = conversations_conversation.id AND "
+    "to_tsvector('simple'::regconfig, COALESCE(m.text, '')) @@ websearch_to_tsquery('simple'::regconfig, %s)"
+)
+
+
+def _per_row(sql: str, params: list):
+    from django.db.models import BooleanField
+    from django.db.models.expressions import RawSQL
+
+    return RawSQL(f"EXISTS ({sql} OFFSET 0)", params, output_field=BooleanField())  # noqa: S611 (constants above)
+
+
+def with_tag(queryset: QuerySet[Conversation], *, tag_id: int) -> QuerySet[Conversation]:
+    """Conversations carrying a tag: the ids when the tag is rare, else a probe per row."""
     through = Conversation.tags.through
-    return queryset.filter(Exists(through.objects.filter(conversation_id=OuterRef("pk"), tag_id=tag_id)))
+    tagged = list(through.objects.filter(tag_id=tag_id).values_list("conversation_id", flat=True)[: FEW + 1])
+    if len(tagged) <= FEW:
+        return queryset.filter(pk__in=tagged)
+    return queryset.filter(_per_row(f"{TAGGED} AND t.tag_id = %s", [tag_id]))
+
+
+def _word_shares() -> dict[str, float]:
+    """How common each of the most common words of messages is (PostgreSQL's statistics of the
+    text-search index), cached for ten minutes."""
+    import time
+
+    from django.db import connection
+
+    cached = _word_shares.__dict__.get("cached")
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+            "WHERE tablename = 'message_text_search'"
+        )
+        row = cursor.fetchone()
+    shares = dict(zip(row[0], row[1], strict=False)) if row and row[0] else {}
+    _word_shares.cached = (time.monotonic() + 600, shares)
+    return shares
+
+
+def _common_words(query: str) -> bool:
+    """Whether every word searched for is common: then together they may well be too."""
+    import re
+
+    words = re.findall(r"\w+", query.casefold())
+    shares = _word_shares()
+    return bool(words) and min(shares.get(word, 0.0) for word in words) >= COMMON_WORD_SHARE
+
+
+RECENT_SAMPLE, RECENT_MATCHES = 500, 5
+SAID_LATELY = f"""
+    SELECT 1 FROM (
+        SELECT id FROM conversations_conversation WHERE workspace_id = %s
+        ORDER BY last_message_at DESC, id DESC LIMIT {RECENT_SAMPLE}
+    ) conversations_conversation WHERE EXISTS ({SAYS} OFFSET 0) OFFSET {RECENT_MATCHES - 1} LIMIT 1
+"""  # noqa: S608 (constants)
+
+
+def _said_lately(workspace_id: int, query: str) -> bool:
+    """Common words may still never come together ("refund cancel"): whether they do in a few
+    of the newest conversations (it stops at the fifth) tells whether probing row by row will
+    fill a page soon."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(SAID_LATELY, [workspace_id, query])
+        return cursor.fetchone() is not None
+
+
+def _by_text(workspace_id: int, query: str):
+    from django.contrib.postgres.search import SearchQuery, SearchVector
+
+    if _common_words(query) and _said_lately(workspace_id, query):
+        return _per_row(SAYS, [query])
+    matches = (
+        Message.objects.annotate(search=SearchVector("text", config="simple"))
+        .filter(workspace_id=workspace_id, search=SearchQuery(query, config="simple", search_type="websearch"))
+        .order_by()
+        .values_list("conversation_id", flat=True)
+        .distinct()
+    )
+    found = list(matches[: FEW + 1])
+    return Q(pk__in=found) if len(found) <= FEW else _per_row(SAYS, [query])
+
+
+def _by_contact(tokens: list[str]) -> Q:
+    from apps.contacts.models import Contact
+
+    matching = Contact.objects.filter(search_tokens__contains=tokens)
+    found = list(matching.values_list("pk", flat=True)[: FEW + 1])
+    return Q(contact_id__in=found) if len(found) <= FEW else Q(contact__in=matching.values("pk"))
 
 
 def conversation_search(queryset: QuerySet[Conversation], *, workspace_id: int, query: str) -> QuerySet[Conversation]:
     """By contact name (word prefixes), phone (last digits or the whole number), email, or the
     words of a message. Contacts' personal data is encrypted, so names, phones and emails are
     matched through their blind tokens (apps/contacts/services.search_tokens_for, GIN-indexed,
-    with the workspace's own token among them so the index intersects both);
-    message text through PostgreSQL full-text search on the indexed `simple` vector.
+    with the workspace's own token among them so the index intersects both); message text
+    through PostgreSQL full-text search on the indexed `simple` vector.
 
-    Both are correlated semi-joins on the conversation (EXISTS), not lists computed up front: for
-    a common word PostgreSQL walks the newest conversations and checks each one's few messages
-    through `message_timeline`, stopping at the page's 50; for a rare one it takes the matches
-    from the GIN index."""
-    from django.contrib.postgres.search import SearchQuery, SearchVector
-    from django.db.models import Exists, OuterRef
-
-    from apps.contacts.models import Contact
+    Words common in the newest conversations are probed row by row (each conversation's few
+    messages through its index); rarer ones are looked up in the GIN index as a list of
+    conversations, and so are contacts: two short lists PostgreSQL ORs as bitmaps."""
     from apps.contacts.services import search_tokens_for_query
 
     query = query.strip()[:200]
     if not query:
         return queryset
-    by_text = Exists(
-        Message.objects.annotate(search=SearchVector("text", config="simple")).filter(
-            conversation_id=OuterRef("pk"),
-            search=SearchQuery(query, config="simple", search_type="websearch"),
-        )
-    )
     tokens = search_tokens_for_query(query, workspace_id=workspace_id)
-    if not tokens:
-        return queryset.filter(by_text)
-    by_contact = Q(contact__in=Contact.objects.filter(search_tokens__contains=tokens).values("pk"))
-    return queryset.filter(by_contact | by_text)
+    by_text = _by_text(workspace_id, query)
+    return queryset.filter(_by_contact(tokens) | by_text) if tokens else queryset.filter(by_text)
 
 
 def with_last_message(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:

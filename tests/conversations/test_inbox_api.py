@@ -170,6 +170,39 @@ def test_snooze_must_be_in_the_future_and_wakes_up_when_due(tenants, inbox):
     assert amira.status == "open" and amira.snoozed_until is None
 
 
+@pytest.mark.parametrize("plan", ["lists of ids", "a probe per row"])
+def test_search_and_tag_filters_answer_the_same_whichever_plan_they_take(tenants, inbox, monkeypatch, plan):
+    """On a large inbox, a rare tag or word is answered as a list of ids and a common one by
+    probing the newest conversations row by row; both must find the same conversations."""
+    from apps.conversations import selectors
+
+    amira, omar, layla = inbox
+    vip = Tag.objects.create(workspace=tenants.a, name="vip")
+    amira.tags.add(vip)
+    layla.tags.add(vip)
+    Message.objects.create(
+        workspace=tenants.a,
+        conversation=layla,
+        channel=layla.channel,
+        direction="in",
+        sender_kind="contact",
+        text="Broken eggs again",
+        state="received",
+        provider_id="wamid.again",
+    )
+    if plan == "a probe per row":
+        monkeypatch.setattr(selectors, "FEW", 0)  # every tag and word counts as common
+        monkeypatch.setattr(selectors, "_word_shares", lambda: {"broken": 0.2, "eggs": 0.2, "card": 0.2})
+        monkeypatch.setattr(selectors, "RECENT_MATCHES", 1)
+    client = client_for(tenants.teammate)
+
+    assert set(ids(client.get(f"/api/v1/conversations/?tag={vip.id}"))) == {amira.id, layla.id}
+    assert set(ids(client.get("/api/v1/conversations/?q=broken eggs"))) == {omar.id, layla.id}
+    assert ids(client.get("/api/v1/conversations/?q=card")) == [layla.id]
+    assert ids(client.get("/api/v1/conversations/?q=eggs&status=closed")) == []
+    assert ids(client.get(f"/api/v1/conversations/?q=eggs&tag={vip.id}")) == [layla.id]
+
+
 def test_priority_category_and_tags_are_set_and_another_workspaces_tag_is_refused(tenants, inbox):
     amira = inbox[0]
     vip = Tag.objects.create(workspace=tenants.a, name="vip")
