@@ -101,9 +101,9 @@ def folding_fixture(count: int):
     from apps.conversations.models import Conversation
     from apps.workspaces.models import Membership, Role, Team, User, Workspace
 
-    workspace = Workspace.objects.filter(slug="bench-fold").first()
+    workspace = Workspace.objects.filter(slug="analytics-fold").first()
     if workspace is None:
-        workspace = Workspace.objects.create(name="Folding", slug="bench-fold", timezone="Asia/Hong_Kong")
+        workspace = Workspace.objects.create(name="Folding", slug="analytics-fold", timezone="Asia/Hong_Kong")
     agents = list(Membership.objects.filter(workspace=workspace))
     if not agents:
         for n in range(10):
