@@ -107,7 +107,7 @@ def folding_fixture(count: int):
     agents = list(Membership.objects.filter(workspace=workspace))
     if not agents:
         for n in range(10):
-            user = User.objects.create(username=f"bench-fold-agent-{n}")
+            user = User.objects.create(username=f"analytics-fold-agent-{n}")
             agents.append(Membership.objects.create(workspace=workspace, user=user, role=Role.AGENT))
     team = Team.objects.get_or_create(workspace=workspace, name="Orders")[0]
     channel = Channel.objects.get_or_create(workspace=workspace, kind="webchat", name="Chat")[0]
