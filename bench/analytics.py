@@ -74,6 +74,7 @@ def setup(args) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)  # the page links its CSS (DEBUG off)
 
 
 # 1 and 2: folding ------------------------------------------------------------------------------
