@@ -57,9 +57,15 @@ def _linked(values, links) -> list:
     return [{"value": v, "xlink": {"href": href, "target": "_self"}} for v, href in zip(values, links, strict=True)]
 
 
+def _short_number(value) -> str:
+    return "" if value is None else f"{value:.10g}" if float(value).is_integer() else f"{value:.1f}"
+
+
 def bars(title: str, labels, series: dict, *, links: dict | None = None, **options) -> SafeString:
     """A bar chart: `series` maps a name to its values (one per label); `links`, by the same
     names, the URL each bar opens."""
+    rotation = 30 if len(labels) > 7 else 0
+    options = {"x_label_rotation": rotation, "truncate_label": -1, **options}
     chart = pygal.Bar(**_config(title=title, print_values=len(labels) <= 16, **options))
     chart.x_labels = [str(label) for label in labels]
     for name, values in series.items():
@@ -80,19 +86,22 @@ def horizontal_bars(title: str, labels, series: dict, *, links: dict | None = No
 def lines(title: str, labels, series: dict, *, secondary: dict | None = None, **options) -> SafeString:
     """A line chart; `secondary` series are drawn against the right-hand axis (another unit)."""
     many = len(labels) > 20
+    every = options.pop("label_every", max(1, len(labels) // 8))
     chart = pygal.Line(
         **_config(
             title=title,
-            x_label_rotation=45 if many else 0,
+            x_label_rotation=30 if len(labels) > 7 else 0,
             show_minor_x_labels=not many,
+            truncate_label=-1,
             dots_size=2 if many else 3,
             allow_interruptions=True,
+            value_formatter=_short_number,
             **options,
         )
     )
     chart.x_labels = [str(label) for label in labels]
     if many:
-        chart.x_labels_major = [str(label) for label in labels[:: max(1, len(labels) // 8)]]
+        chart.x_labels_major = [str(label) for label in labels[::every]]
     # pygal cannot scale a series with no value at all: such a series is left out (the legend too).
     for name, values in series.items():
         if any(v is not None for v in values):

@@ -179,7 +179,7 @@ def _charts(filters, by, summary, short, long, heat, agents, load, broadcasts) -
                 _("Online (average)"): [v for day in load["online"] for v in day],
                 _("Needed"): [v for day in load["needed"] for v in day],
             },
-            fill=False,
+            label_every=24,
         ),
         "broadcasts": charts.bars(
             _("Broadcast funnel"),

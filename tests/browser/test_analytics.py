@@ -190,6 +190,7 @@ def test_a_supervisor_sees_the_month_drills_into_slow_replies_and_watches_the_fl
     assert page.locator(".kpi[data-metric=opened] strong").inner_text() != "0"
     assert page.locator("svg").count() >= 10
     shoot(page, "analytics-dashboard.png")
+    page.screenshot(path=str(SCREENSHOTS / "analytics-full-page.png"), full_page=True)
     shoot(page, "analytics-heatmap.png", "figure.wide")
     page.locator("section.card[aria-label=Agents]").scroll_into_view_if_needed()
     shoot(page, "analytics-agents.png", "section.card[aria-label=Agents]")
