@@ -10,13 +10,21 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.urls import re_path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
+from apps.connectors.views import webhook_asgi  # noqa: E402
 from config.routing import public_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": URLRouter(
+            [
+                # Providers' webhooks skip Django's request handler and middleware: the same view,
+                # on a few threads that keep their database connection (apps/connectors/views.py).
+                path("webhooks/<uuid:channel_uuid>/", webhook_asgi),
+                re_path(r"", django_asgi_app),
+            ]
+        ),
         "websocket": URLRouter(
             [
                 # The chat widget lives on shops' own sites: its consumer checks the origin against

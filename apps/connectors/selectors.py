@@ -1,4 +1,7 @@
-"""Reads for channels: what a web chat visitor may see of their own conversation."""
+"""Reads for channels: the channel a webhook names; what a web chat visitor may see of their own
+conversation."""
+
+import time
 
 from django.db.models import F
 
@@ -8,6 +11,24 @@ from apps.conversations.models import Attachment, Message
 from apps.core.crypto import blind_index
 
 HISTORY_LENGTH = 100
+
+
+# Channels that webhooks named lately, per web process: under load one channel receives hundreds
+# of deliveries a second, and reading and decrypting it each time was a third of the webhook's cost.
+_webhook_channels: dict[str, tuple[float, Channel]] = {}
+
+
+def webhook_channel_get(*, channel_uuid, max_age: float = 0) -> Channel | None:
+    """The enabled channel a provider's webhook is for. With `max_age`, possibly the one read that
+    many seconds ago: a channel disabled, or given a new secret, is seen that much later."""
+    if max_age:
+        cached = _webhook_channels.get(str(channel_uuid))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+    channel = Channel.objects.select_related("workspace").filter(uuid=channel_uuid, enabled=True).first()
+    if max_age and channel is not None:
+        _webhook_channels[str(channel_uuid)] = (time.monotonic() + max_age, channel)
+    return channel
 
 
 def webchat_channel_get(*, channel_uuid) -> Channel | None:

@@ -2,25 +2,30 @@
 and the web chat widget's script, file uploads and file links, which a shop's own site calls.
 
 The webhook verifies the signature on the raw bytes, stores the delivery and answers at once; a
-worker does the rest (apps/conversations/services.inbound_event_process)."""
+worker does the rest (apps/conversations/services.inbound_event_process). Under ASGI it is served
+by `webhook_asgi` (routed in config/asgi.py), outside Django's request handler; the test client and
+WSGI reach the same view through config/urls.py."""
 
+import asyncio
+import io
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
 from django.conf import settings
 from django.core import signing
-from django.db import DatabaseError
+from django.core.handlers.asgi import ASGIRequest
+from django.db import DatabaseError, connection
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.connectors import selectors, services
 from apps.connectors.consumers import origin_allowed, widget_config
-from apps.connectors.models import Channel
 from apps.connectors.providers.webchat import FILE_SALT
-from apps.connectors.registry import connector_for
+from apps.connectors.registry import connector_for, connectors
 from apps.conversations.services import inbound_event_store
 from apps.conversations.views import file_response
 from apps.core.exceptions import DomainError
@@ -35,9 +40,9 @@ def _error(code: str, detail: str, status: int, fields: dict | None = None) -> J
 
 
 @csrf_exempt
-def webhook(request, channel_uuid):
+def webhook(request, channel_uuid, channel_max_age: float = 0):
     try:
-        channel = Channel.objects.select_related("workspace").filter(uuid=channel_uuid, enabled=True).first()
+        channel = selectors.webhook_channel_get(channel_uuid=channel_uuid, max_age=channel_max_age)
     except DatabaseError:
         return _error("unavailable", "Try again later.", 503)  # the provider will retry
     if channel is None:
@@ -66,6 +71,77 @@ def webhook(request, channel_uuid):
         logger.exception("could not store a webhook for channel %s", channel.pk)
         return _error("unavailable", "Try again later.", 503)
     return connector.acknowledge(channel, body)
+
+
+# The webhook under ASGI -----------------------------------------------------------------------
+#
+# Through Django's ASGI handler a webhook cost three times a trivial view: a thread made for each
+# request (ThreadSensitiveContext), the page middleware (sessions, locale, idempotency...), the
+# request signals' hops to that thread, and a new PostgreSQL connection each time (CONN_MAX_AGE
+# is 0 under ASGI). A provider's webhook needs none of it. Here the same `webhook` view runs on
+# a few long-lived threads, each keeping its own connection: one hop per webhook, and never more
+# than WEBHOOK_DATABASE_CONNECTIONS connections per web process, however many requests wait.
+# The channel is read again after a few seconds, not for every delivery (selectors.webhook_channel_get).
+WEBHOOK_CHANNEL_MAX_AGE = 5.0
+
+
+@cache
+def _webhook_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=settings.WEBHOOK_DATABASE_CONNECTIONS, thread_name_prefix="webhook")
+
+
+@cache
+def _largest_webhook() -> int:
+    return max(connector.max_webhook_bytes for connector in connectors().values())
+
+
+def _webhook_on_thread(request, channel_uuid) -> HttpResponse:
+    try:
+        return webhook(request, channel_uuid, channel_max_age=WEBHOOK_CHANNEL_MAX_AGE)
+    finally:
+        if connection.errors_occurred:
+            # Possibly PostgreSQL restarted under us (the view answered 503): the next webhook on
+            # this thread connects afresh instead of failing on a dead connection forever.
+            connection.close()
+
+
+async def _read_body(scope, receive) -> bytes | None:
+    """The request body, at most one byte over the largest any channel accepts (the view answers
+    413 for that); None when the client went away."""
+    limit = _largest_webhook() + 1
+    declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+    if declared.isdigit() and int(declared) > limit:
+        return b""  # the view refuses it by its Content-Length, unread
+    chunks, size = [], 0
+    while size < limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def webhook_asgi(scope, receive, send) -> None:
+    body = await _read_body(scope, receive)
+    if body is None:
+        return
+    request = ASGIRequest(scope, io.BytesIO(body))
+    channel_uuid = scope["url_route"]["kwargs"]["channel_uuid"]
+    loop = asyncio.get_running_loop()
+    try:
+        response = await loop.run_in_executor(_webhook_threads(), _webhook_on_thread, request, channel_uuid)
+    except Exception:
+        logger.exception("webhook for channel %s failed", channel_uuid)
+        response = _error("server_error", "Something went wrong.", 500)
+    content = response.content
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+    if not response.has_header("Content-Length"):
+        headers.append((b"Content-Length", str(len(content)).encode()))  # else a chunked reply
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 # Web chat ------------------------------------------------------------------------------------
