@@ -300,6 +300,14 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+# Scheduled analytics exports (apps/analytics/export.py): under MEDIA_ROOT/exports, or in a bucket
+# of their own (ANALYTICS_EXPORT_BUCKET, same AWS_* credentials and endpoint), else the attachments'.
+ANALYTICS_EXPORT_BUCKET = env_str("ANALYTICS_EXPORT_BUCKET", "") or AWS_STORAGE_BUCKET_NAME
+STORAGES["exports"] = (
+    {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": ANALYTICS_EXPORT_BUCKET}}
+    if ANALYTICS_EXPORT_BUCKET
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT / "exports"}}
+)
 WHITENOISE_USE_FINDERS = STATIC_FROM_SOURCE
 
 LOGGING = {

@@ -6,6 +6,7 @@ import pytest
 from django.contrib import admin
 from django.utils import timezone
 
+from apps.analytics.models import Event, Settings
 from apps.broadcasts.models import Broadcast, BroadcastSettings, Campaign, Segment
 from apps.connectors.models import MessageTemplate, WebhookDelivery, WebhookSubscription
 from apps.contacts.models import Contact, CustomFieldDefinition, Order, StockEvent, Tag
@@ -107,6 +108,8 @@ MAKERS = {
     "broadcasts.broadcast": _broadcast,
     "broadcasts.campaign": _campaign,
     "broadcasts.broadcastsettings": lambda ws: BroadcastSettings.objects.get_or_create(workspace=ws)[0],
+    "analytics.settings": lambda ws: Settings.objects.get_or_create(workspace=ws)[0],
+    "analytics.event": lambda ws: Event.objects.create(workspace=ws, conversation=_conversation(ws), kind="opened"),
     "connectors.webhookdelivery": lambda ws: WebhookDelivery.objects.create(
         workspace=ws,
         subscription=WebhookSubscription.objects.create(
