@@ -41,7 +41,7 @@ def banner(port: str) -> None:
         f"http://127.0.0.1:{simulator}/"
     )
     print(f"  chat as a website visitor (web chat widget): http://127.0.0.1:{simulator}/shop/")
-    manage("load_demo")  # idempotent; prints the demo logins
+    manage("load_demo", "--history")  # idempotent; prints the demo logins; four weeks of analytics once
     print("Press Ctrl-C to stop everything.")
     print("=" * 72, flush=True)
 

@@ -8,6 +8,7 @@ parameters through `report_filters`, so a link copied from one opens the same nu
 An unknown id (or one of another workspace) is an error naming the parameter, never a silent
 "everything"."""
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -16,6 +17,8 @@ from django.utils import timezone
 from apps.core.exceptions import DomainError
 
 MAX_DAYS = 366 * 2
+EARLIEST, LATEST = date(2000, 1, 1), date(2999, 12, 31)  # far enough; 9999-12-31 has no "day after"
+ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is true, int("²") is not
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,23 @@ def _date(query, name: str, default: date) -> date:
     if not raw:
         return default
     try:
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
         raise DomainError(
             f"{name!r} must be a date like 2026-11-30.", code="invalid", fields={name: ["Not a date."]}
         ) from None
+    if not EARLIEST <= value <= LATEST:
+        raise DomainError(
+            f"{name!r} must be between {EARLIEST} and {LATEST}.", code="invalid", fields={name: ["Out of range."]}
+        )
+    return value
 
 
 def _id(query, name: str, model, workspace) -> int | None:
     raw = query.get(name)
     if raw in (None, ""):
         return None
-    if not str(raw).isdigit() or not model.objects.filter(workspace=workspace, pk=int(raw)).exists():
+    if not ID.fullmatch(str(raw)) or not model.objects.filter(workspace=workspace, pk=int(raw)).exists():
         raise DomainError(f"No such {name} in this workspace.", code="invalid", fields={name: ["Unknown."]})
     return int(raw)
 

@@ -80,7 +80,14 @@ def dashboard(request, workspace):
     return render(
         request,
         "analytics/dashboard.html",
-        {"filters": filters, "by": by, "query": request.GET, **data, **_choices(workspace)},
+        {
+            "filters": filters,
+            "by": by,
+            "query": request.GET,
+            "export_query": urlencode(filters.query()),  # the download has the page's range and filters
+            **data,
+            **_choices(workspace),
+        },
     )
 
 

@@ -403,12 +403,22 @@ def test_every_headline_number_links_to_its_conversations(week):
         {"from": "2020-01-01", "to": "2026-01-01"},
         {"to": "9999-12-31"},
         {"channel": "-1"},
+        {"team": "²"},
     ],
 )
 def test_bad_filters_are_a_form_error_not_a_crash(week, params):
     response = client_for(week.supervisor).get("/analytics/", params)
     assert response.status_code == 400
     assert b"report-error" in response.content
+
+
+def test_the_download_links_carry_the_pages_range_and_filters(week):
+    content = client_for(week.supervisor).get("/analytics/", {**WEEK, "team": week.team.pk}).content.decode()
+    expected = f"/api/v1/reports/export/?from=2026-11-02&amp;to=2026-11-08&amp;team={week.team.pk}&amp;format="
+    assert f'{expected}csv"' in content and f'{expected}xlsx"' in content
+
+    download = client_for(week.supervisor).get("/api/v1/reports/export/?from=2026-11-02&to=2026-11-08&format=csv")
+    assert download.status_code == 200 and download["Content-Type"].startswith("text/csv")
 
 
 def test_dashboard_query_count_is_bounded(week, django_assert_max_num_queries):

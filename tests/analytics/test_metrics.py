@@ -58,9 +58,7 @@ def week():
 
 
 def write(channel, sender="amira", text="Where is my order?") -> Message:
-    inbound = InboundMessage(
-        provider_id=f"in-{next(_ids)}", sender_id=sender, timestamp=START, kind="text", text=text
-    )
+    inbound = InboundMessage(provider_id=f"in-{next(_ids)}", sender_id=sender, timestamp=START, kind="text", text=text)
     return inbound_message_apply(channel=channel, inbound=inbound)
 
 
@@ -74,15 +72,13 @@ def fresh(conversation) -> Conversation:
 
 def play(week):
     """The scenario; returns the two conversations."""
-    workspace, supervisor, ann, bob, orders, returns, chat, bot_channel = week
+    _workspace, supervisor, ann, bob, orders, _returns, chat, bot_channel = week
     clock = Clock()
     first = write(chat).conversation
     clock.at(0)
     message_send(conversation=first, text="Hi! A person will be with you shortly.", sender_kind=Message.Sender.BOT)
     clock.at(5)
-    conversation_assign(
-        conversation=first, actor=supervisor.user, membership=supervisor, assignee=ann, team=orders
-    )
+    conversation_assign(conversation=first, actor=supervisor.user, membership=supervisor, assignee=ann, team=orders)
     clock.at(60)
     reply(fresh(first), ann)
     clock.at(900)  # 00:05 on Tuesday in Hong Kong
@@ -122,7 +118,7 @@ def play(week):
 
 
 def test_each_cycle_has_the_known_times_and_counts(week):
-    workspace, supervisor, ann, bob, orders, returns, chat, bot_channel = week
+    _workspace, _supervisor, ann, bob, orders, _returns, _chat, _bot_channel = week
     first, contained = play(week)
 
     one, two = Cycle.objects.filter(conversation=first).order_by("number")
@@ -163,7 +159,7 @@ def total(**filters) -> dict:
 
 
 def test_the_daily_rollups_file_each_fact_on_its_local_day_and_person(week):
-    workspace, supervisor, ann, bob, orders, returns, chat, bot_channel = week
+    workspace, supervisor, ann, bob, orders, returns, _chat, _bot_channel = week
     play(week)
 
     monday = total(workspace=workspace, day=NOV2)
@@ -246,7 +242,7 @@ def test_folding_again_or_late_committed_events_change_nothing_twice(week):
 
 
 def test_a_queue_wait_and_a_handover_are_counted(week):
-    workspace, supervisor, ann, bob, orders, returns, chat, bot_channel = week
+    workspace, _supervisor, _ann, bob, orders, _returns, chat, _bot_channel = week
     clock = Clock()
     conversation = write(chat).conversation
     clock.at(0)
@@ -275,7 +271,7 @@ def test_analytics_of_one_workspace_never_count_anothers(week):
 
 
 def test_a_category_set_while_open_files_the_whole_cycle_under_it(week):
-    workspace, supervisor, ann, bob, orders, returns, chat, bot_channel = week
+    workspace, _supervisor, ann, _bob, _orders, _returns, chat, _bot_channel = week
     clock = Clock()
     conversation = write(chat).conversation
     clock.at(0)

@@ -22,13 +22,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--quiet-logins", action="store_true", help="do not print the logins")
+        parser.add_argument(
+            "--history",
+            action="store_true",
+            help="also give the demo workspaces four weeks of closed conversations for the analytics (once)",
+        )
 
     @transaction.atomic
-    def handle(self, *args, quiet_logins=False, **options):
+    def handle(self, *args, quiet_logins=False, history=False, **options):
         demo = json.loads(DEMO_FILE.read_text())
         users = {spec["username"]: self._user(spec, demo["password"]) for spec in demo["users"]}
         for spec in demo["workspaces"]:
             self._workspace(spec, users)
+            if history and spec.get("history"):
+                # Past weeks of closed conversations, so the analytics dashboard has pictures at once.
+                from apps.analytics.demo import history_generate  # analytics builds on workspaces
+
+                history_generate(workspace=Workspace.objects.get(slug=spec["slug"]), **spec["history"])
         self._write_simulator_channels()
         if not quiet_logins:
             self.stdout.write(self.logins(demo))
