@@ -90,12 +90,18 @@ def inbound_drain_kick() -> bool:
     from apps.conversations.tasks import drain_inbound_events
     from apps.core.redis import get_redis
 
-    client = get_redis()
-    for slot in range(settings.INBOUND_DRAINERS):
-        if client.set(_drain_slot_key(slot), "1", nx=True, ex=_SLOT_TTL):
-            drain_inbound_events.delay(slot)
-            return True
-    return False
+    # The first free slot, taken in one round trip: under load every webhook asks, and every slot is busy.
+    take_first_free = (
+        "for slot = 1, #KEYS do"
+        " if redis.call('SET', KEYS[slot], '1', 'NX', 'EX', ARGV[1]) then return slot - 1 end"
+        " end return -1"
+    )
+    slots = [_drain_slot_key(slot) for slot in range(settings.INBOUND_DRAINERS)]
+    slot = get_redis().eval(take_first_free, len(slots), *slots, _SLOT_TTL)
+    if slot < 0:
+        return False
+    drain_inbound_events.delay(slot)
+    return True
 
 
 def _claimable():
