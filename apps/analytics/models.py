@@ -131,6 +131,7 @@ class Cycle(WorkspaceScoped):
     closer = models.ForeignKey("workspaces.Membership", null=True, on_delete=models.SET_NULL, related_name="+")
     summary = models.TextField(blank=True)
     csat = models.PositiveSmallIntegerField(null=True)
+    rated_at = models.DateTimeField(null=True, help_text=_("When the (last) rating came."))
     csat_agent = models.ForeignKey("workspaces.Membership", null=True, on_delete=models.SET_NULL, related_name="+")
     messages_in = models.IntegerField(default=0)
     messages_out = models.IntegerField(default=0)
@@ -164,25 +165,8 @@ def zeros_hours():
     return [0] * 24
 
 
-class Daily(WorkspaceScoped):
-    """The sums of one workspace-local day for one agent, team, channel, category and language.
-    Every counter is additive, so any range and any filter is a SUM over these rows."""
-
-    # No database constraint on these: a rollup outlives the member, team or channel it counts
-    # (a deleted channel's conversations go, last year's numbers stay), and the folder subtracts
-    # exactly what it once added, whatever has been deleted since.
-    day = models.DateField()
-    agent = models.ForeignKey(
-        "workspaces.Membership", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
-    team = models.ForeignKey(
-        "workspaces.Team", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
-    channel = models.ForeignKey(
-        "connectors.Channel", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
-    category = models.CharField(max_length=60, blank=True)
-    language = models.CharField(max_length=8, blank=True)
+class Counters(models.Model):
+    """What a rollup row adds up; every counter is additive, so any range and any filter is a SUM."""
 
     opened = models.IntegerField(default=0)
     reopened = models.IntegerField(default=0)
@@ -217,6 +201,30 @@ class Daily(WorkspaceScoped):
     opened_by_hour = ArrayField(models.IntegerField(), default=zeros_hours, help_text=_("Local hours 0–23."))
 
     class Meta:
+        abstract = True
+
+
+class Daily(WorkspaceScoped, Counters):
+    """The sums of one workspace-local day for one agent, team, channel, category and language.
+    Every counter is additive, so any range and any filter is a SUM over these rows."""
+
+    # No database constraint on these: a rollup outlives the member, team or channel it counts
+    # (a deleted channel's conversations go, last year's numbers stay), and the folder subtracts
+    # exactly what it once added, whatever has been deleted since.
+    day = models.DateField()
+    agent = models.ForeignKey(
+        "workspaces.Membership", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    team = models.ForeignKey(
+        "workspaces.Team", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    channel = models.ForeignKey(
+        "connectors.Channel", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    category = models.CharField(max_length=60, blank=True)
+    language = models.CharField(max_length=8, blank=True)
+
+    class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["workspace", "day", "agent", "team", "channel", "category", "language"],
@@ -226,10 +234,27 @@ class Daily(WorkspaceScoped):
         ]
         indexes = [models.Index(fields=["workspace", "day"], name="analytics_daily_day")]
 
+    def __str__(self) -> str:
+        return f"{self.day} agent {self.agent_id} team {self.team_id} channel {self.channel_id}"
+
+
+class DailyTotal(WorkspaceScoped, Counters):
+    """The same sums for the whole workspace, one row a day: what a dashboard without filters
+    reads (ninety rows for ninety days, not one per agent × team × channel × category × language).
+    The folder keeps it equal to the `Daily` rows' sums."""
+
+    day = models.DateField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "day"], name="analytics_dailytotal_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.day} (all)"
+
 
 SCALAR_COUNTERS = tuple(
     f.name
-    for f in Daily._meta.concrete_fields
+    for f in Counters._meta.local_fields
     if isinstance(f, models.IntegerField | models.BigIntegerField) and not f.is_relation and f.name != "id"
 )
 ARRAY_COUNTERS = {"first_response_buckets": 7, "resolution_buckets": 7, "csat_scores": 5, "opened_by_hour": 24}

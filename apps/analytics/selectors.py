@@ -37,6 +37,7 @@ from apps.analytics.models import (
     AgentPresence,
     Cycle,
     Daily,
+    DailyTotal,
     Settings,
 )
 from apps.core.exceptions import DomainError
@@ -68,13 +69,24 @@ def settings_for(workspace) -> Settings:
 # Daily sums ----------------------------------------------------------------------------------
 
 
+DIMENSIONS = ("team_id", "agent_id", "channel_id", "category", "language")
+
+
 def daily_rows(filters: ReportFilters) -> QuerySet[Daily]:
     rows = Daily.objects.filter(workspace=filters.workspace, day__gte=filters.start, day__lte=filters.end)
-    for name in ("team_id", "agent_id", "channel_id", "category", "language"):
+    for name in DIMENSIONS:
         value = getattr(filters, name)
         if value is not None:
             rows = rows.filter(**{name: value})
     return rows
+
+
+def day_rows(filters: ReportFilters) -> QuerySet[Daily] | QuerySet[DailyTotal]:
+    """For sums over days only (totals, trends, the heatmap): one `DailyTotal` row a day when
+    nothing narrows the report, else the `Daily` rows that match."""
+    if all(getattr(filters, name) is None for name in DIMENSIONS):
+        return DailyTotal.objects.filter(workspace=filters.workspace, day__gte=filters.start, day__lte=filters.end)
+    return daily_rows(filters)
 
 
 def _sum_expressions(names=SCALAR_COUNTERS, arrays=ARRAY_COUNTERS) -> dict:
@@ -96,7 +108,7 @@ def _folded(row: dict, arrays=ARRAY_COUNTERS) -> dict:
 
 def daily_totals(filters: ReportFilters) -> dict:
     """Every Daily counter summed over the range and filters (arrays element-wise)."""
-    return _folded(daily_rows(filters).aggregate(**_sum_expressions()))
+    return _folded(day_rows(filters).aggregate(**_sum_expressions()))
 
 
 # Cycles --------------------------------------------------------------------------------------
@@ -321,7 +333,7 @@ def trend(filters: ReportFilters, *, by: str = "day") -> list[dict]:
         raise DomainError("'by' must be day, week or month.", code="invalid", fields={"by": ["Unknown."]})
     period = {"day": F("day"), "week": TruncWeek("day"), "month": TruncMonth("day")}[by]
     rows = (
-        daily_rows(filters)
+        day_rows(filters)
         .annotate(period=period)
         .values("period")
         .annotate(**{name: Sum(name) for name in TREND_COUNTERS})
@@ -371,7 +383,7 @@ def last_twelve_months(filters: ReportFilters) -> ReportFilters:
 def hour_weekday(filters: ReportFilters) -> list[list[int]]:
     """Conversations opened per local weekday (Monday first) x hour: 7 rows of 24."""
     rows = (
-        daily_rows(filters)
+        day_rows(filters)
         .annotate(weekday=ExtractIsoWeekDay("day"))
         .values("weekday")
         .annotate(**_sum_expressions(names=(), arrays={"opened_by_hour": 24}))
@@ -734,8 +746,8 @@ METRICS = {
     "messages": Metric(_("With messages"), where=Q(messages_in__gt=0) | Q(messages_out__gt=0)),
     "assigned": Metric(_("Assigned"), "first_assigned_at", Q(first_assigned_at__isnull=False), "assignees"),
     "handle": Metric(_("Handled"), where=Q(handle_seconds__gt=0)),
-    "csat": Metric(_("Rated"), "closed_at", Q(csat__isnull=False), "csat_agent"),
-    "cdsat": Metric(_("Rated 1–2"), "closed_at", Q(csat__lte=2), "csat_agent"),
+    "csat": Metric(_("Rated"), "rated_at", Q(csat__isnull=False), "csat_agent"),
+    "cdsat": Metric(_("Rated 1–2"), "rated_at", Q(csat__lte=2), "csat_agent"),
     "bot": Metric(_("A bot spoke"), where=Q(bot=True)),
     "handover": Metric(_("Handed over by a bot"), where=Q(handed_over=True)),
     "repeat_contact": Metric(_("Came back within 7 days"), "closed_at", agent="closer"),

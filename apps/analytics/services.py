@@ -22,6 +22,7 @@ from apps.analytics.models import (
     AgentPresence,
     Cycle,
     Daily,
+    DailyTotal,
     Event,
     bucket_of,
 )
@@ -124,7 +125,7 @@ class _CycleBuilder:
         self.source = source
         self.facts = _Facts()
         self.closed_at = self.first_message_at = self.first_assigned_at = self.first_response_at = None
-        self.responder = self.closer = self.csat = self.csat_agent = self.csat_day = None
+        self.responder = self.closer = self.csat = self.csat_agent = self.rated_at = None
         self.closed_by = self.summary = self.category = self.language = ""
         self.assignees: list[int] = []
         self.responses = self.response_seconds = self.handle_seconds = 0
@@ -223,6 +224,7 @@ class _CycleBuilder:
 
     def _rated(self, event, day, agent, team, person) -> None:
         self.csat, self.csat_agent, self.csat_key = event.value, agent, (day, agent, team)
+        self.rated_at = event.at
 
     def _handover(self, event, day, agent, team, person) -> None:
         self.handed_over = True
@@ -294,6 +296,7 @@ class _CycleBuilder:
             closer_id=self.closer,
             summary=self.summary,
             csat=self.csat,
+            rated_at=self.rated_at,
             csat_agent_id=self.csat_agent,
             messages_in=self.messages_in,
             messages_out=self.messages_out,
@@ -374,27 +377,41 @@ def _refold(conversation_ids: list[int]) -> None:
 
 
 KEY_COLUMNS = ("workspace_id", "day", "agent_id", "team_id", "channel_id", "category", "language")
+TOTAL_KEY_COLUMNS = ("workspace_id", "day")
 
 
-def _upsert_sql(rows: int) -> str:
-    columns = (*KEY_COLUMNS, *SCALAR_COUNTERS, *ARRAY_COUNTERS)
+def _upsert_sql(table: str, keys: tuple, rows: int) -> str:
+    columns = (*keys, *SCALAR_COUNTERS, *ARRAY_COUNTERS)
     placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    updates = [f"{name} = analytics_daily.{name} + EXCLUDED.{name}" for name in SCALAR_COUNTERS]
+    updates = [f"{name} = {table}.{name} + EXCLUDED.{name}" for name in SCALAR_COUNTERS]
     updates += [
-        f"{name} = ARRAY(SELECT a + b FROM unnest(analytics_daily.{name}, EXCLUDED.{name}) "
+        f"{name} = ARRAY(SELECT a + b FROM unnest({table}.{name}, EXCLUDED.{name}) "
         f"WITH ORDINALITY AS t(a, b, i) ORDER BY i)"
         for name in ARRAY_COUNTERS
     ]
     return (
-        f"INSERT INTO analytics_daily ({', '.join(columns)}) VALUES {', '.join([placeholders] * rows)} "
-        f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {', '.join(updates)}"
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholders] * rows)} "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
     )
 
 
 EMPTY_ROW = " AND ".join([f"{name} = 0" for name in SCALAR_COUNTERS] + [f"0 = ALL({name})" for name in ARRAY_COUNTERS])
 
 
-def _rollups_apply(delta: dict) -> None:
+def _collapsed(delta: dict) -> dict:
+    """The same differences per workspace and day (for `DailyTotal`)."""
+    totals: dict = defaultdict(dict)
+    for (workspace_id, day, *_dimensions), counters in delta.items():
+        row = totals[(workspace_id, day)]
+        for name, amount in counters.items():
+            if name in ARRAY_COUNTERS:
+                row[name] = [a + b for a, b in zip(row.get(name) or [0] * ARRAY_COUNTERS[name], amount, strict=True)]
+            else:
+                row[name] = row.get(name, 0) + amount
+    return totals
+
+
+def _rows_of(delta: dict) -> list[list]:
     rows = []
     for key, counters in delta.items():
         if not any(any(v) if isinstance(v, list) else v for v in counters.values()):
@@ -402,19 +419,26 @@ def _rollups_apply(delta: dict) -> None:
         scalars = [counters.get(name, 0) for name in SCALAR_COUNTERS]
         arrays = [counters.get(name) or [0] * size for name, size in ARRAY_COUNTERS.items()]
         rows.append([*key, *scalars, *arrays])
-    if not rows:
-        return
-    rows.sort(key=lambda row: [str(part) for part in row[: len(KEY_COLUMNS)]])  # one lock order for every folder
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            batch = rows[start : start + 500]
-            cursor.execute(_upsert_sql(len(batch)), [value for row in batch for value in row])
-        days = sorted({row[1] for row in rows})
-        workspaces = sorted({row[0] for row in rows})
-        cursor.execute(
-            f"DELETE FROM analytics_daily WHERE workspace_id = ANY(%s) AND day = ANY(%s) AND {EMPTY_ROW}",
-            [workspaces, days],
-        )
+    rows.sort(key=lambda row: [str(part) for part in row[:7]])  # one lock order for every folder
+    return rows
+
+
+def _rollups_apply(delta: dict) -> None:
+    for table, keys, changes in (
+        ("analytics_daily", KEY_COLUMNS, delta),
+        ("analytics_dailytotal", TOTAL_KEY_COLUMNS, _collapsed(delta)),
+    ):
+        rows = _rows_of(changes)
+        if not rows:
+            continue
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), 500):
+                batch = rows[start : start + 500]
+                cursor.execute(_upsert_sql(table, keys, len(batch)), [value for row in batch for value in row])
+            cursor.execute(
+                f"DELETE FROM {table} WHERE workspace_id = ANY(%s) AND day = ANY(%s) AND {EMPTY_ROW}",
+                [sorted({row[0] for row in rows}), sorted({row[1] for row in rows})],
+            )
 
 
 class _FoldLock:
@@ -471,6 +495,7 @@ def analytics_rebuild(*, workspace=None, stdout=None) -> int:
         scope = {"workspace": workspace} if workspace is not None else {}
         with transaction.atomic():
             Daily.objects.filter(**scope).delete()
+            DailyTotal.objects.filter(**scope).delete()
             Cycle.objects.filter(**scope).delete()
         conversation_ids = list(
             Event.objects.filter(**scope).order_by().values_list("conversation_id", flat=True).distinct()

@@ -18,7 +18,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from apps.analytics.models import Cycle, Daily, zeros_buckets, zeros_hours, zeros_scores
+from apps.analytics.models import (
+    ARRAY_COUNTERS,
+    SCALAR_COUNTERS,
+    Cycle,
+    Daily,
+    DailyTotal,
+    zeros_buckets,
+    zeros_hours,
+    zeros_scores,
+)
 from apps.connectors.models import Channel
 from apps.contacts.services import contact_resolve
 from apps.conversations.models import Conversation
@@ -52,6 +61,8 @@ def make_cycle(conversation, *, number=1, opened_at, **fields) -> Cycle:
         fields.setdefault("first_response_at", opened_at + timedelta(seconds=first_response))
     if fields.get("closed_at") is not None:
         fields.setdefault("resolution_seconds", int((fields["closed_at"] - opened_at).total_seconds()))
+    if fields.get("csat") is not None:
+        fields.setdefault("rated_at", fields.get("closed_at") or opened_at)  # rated as it closed
     return Cycle.objects.create(
         workspace_id=conversation.workspace_id,
         conversation=conversation,
@@ -70,7 +81,7 @@ def make_daily(workspace, day, channel, *, agent=None, team=None, category="", l
     for name, array in arrays.items():
         for index, value in counters.pop(name, {}).items():
             array[index] = value
-    return Daily.objects.create(
+    row = Daily.objects.create(
         workspace=workspace,
         day=day,
         channel=channel,
@@ -81,6 +92,14 @@ def make_daily(workspace, day, channel, *, agent=None, team=None, category="", l
         **arrays,
         **counters,
     )
+    # The folder keeps the workspace's per-day totals beside the detailed rows; so does this.
+    whole, _ = DailyTotal.objects.get_or_create(workspace=workspace, day=day)
+    for name in SCALAR_COUNTERS:
+        setattr(whole, name, getattr(whole, name) + getattr(row, name))
+    for name in ARRAY_COUNTERS:
+        setattr(whole, name, [a + b for a, b in zip(getattr(whole, name), getattr(row, name), strict=True)])
+    whole.save()
+    return row
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.db.models import Sum
 
-from apps.analytics.models import ARRAY_COUNTERS, SCALAR_COUNTERS, Cycle, Daily, Event
+from apps.analytics.models import ARRAY_COUNTERS, SCALAR_COUNTERS, Cycle, Daily, DailyTotal, Event
 from apps.analytics.services import analytics_rebuild, event_record, events_fold, events_fold_all
 from apps.connectors.base import InboundMessage
 from apps.connectors.models import Channel
@@ -130,7 +130,7 @@ def test_each_cycle_has_the_known_times_and_counts(week):
     assert (one.responses, one.response_seconds) == (2, 900 + 60)
     assert one.resolution_seconds == 1200
     assert (one.closed_by, one.closer_id, one.category, one.summary) == ("agent", ann.id, "delivery", "ok")
-    assert (one.csat, one.csat_agent_id) == (4, ann.id)
+    assert (one.csat, one.csat_agent_id, one.rated_at) == (4, ann.id, START + timedelta(seconds=1260))
     assert (one.messages_in, one.messages_out, one.messages_bot, one.notes) == (2, 2, 1, 1)
     assert one.assignees == [ann.id] and one.team_id == orders.id and one.assignee_id == ann.id
     # Ann: reply after the 5-minute cap (300) + 60 + 60 + 60 + 120; the supervisor's assignment 55.
@@ -195,6 +195,15 @@ def test_the_daily_rollups_file_each_fact_on_its_local_day_and_person(week):
     assert total(workspace=workspace, category="damaged")["reopened"] == 1
 
 
+def test_the_workspace_totals_per_day_equal_the_detailed_rollups(week):
+    workspace = week[0]
+    play(week)
+    for day in (NOV2, NOV3, NOV4):
+        whole = DailyTotal.objects.get(workspace=workspace, day=day)
+        detailed = total(workspace=workspace, day=day)
+        assert {name: getattr(whole, name) for name in detailed} == detailed
+
+
 def snapshot(workspace) -> tuple:
     daily = sorted(
         tuple(str(v) for v in row)
@@ -208,7 +217,11 @@ def snapshot(workspace) -> tuple:
             *[f.attname for f in Cycle._meta.concrete_fields if f.name != "id"]
         )
     )
-    return daily, cycles
+    totals = sorted(
+        tuple(str(v) for v in row)
+        for row in DailyTotal.objects.filter(workspace=workspace).values_list("day", *SCALAR_COUNTERS, *ARRAY_COUNTERS)
+    )
+    return daily, cycles, totals
 
 
 def test_a_rebuild_from_the_log_gives_the_same_numbers_as_folding_step_by_step(week):
