@@ -318,6 +318,16 @@ def totals_from_daily() -> None:
 
     if DailyTotal.objects.filter(workspace__slug__startswith="bench-0").exists():
         return
+    print("  repeat contacts and per-day workspace totals (once)", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE analytics_cycle c SET came_back = true
+            WHERE c.closed_at IS NOT NULL AND EXISTS (
+                SELECT 1 FROM analytics_cycle o WHERE o.workspace_id = c.workspace_id AND o.contact_id = c.contact_id
+                  AND o.opened_at > c.closed_at AND o.opened_at <= c.closed_at + interval '7 days')
+            """
+        )
     arrays = ", ".join(
         f"ARRAY[{', '.join(f'sum({name}[{i}])' for i in range(1, size + 1))}]" for name, size in ARRAY_COUNTERS.items()
     )

@@ -142,6 +142,9 @@ class Cycle(WorkspaceScoped):
     bot = models.BooleanField(default=False, help_text=_("A bot spoke in it."))
     handed_over = models.BooleanField(default=False)
     contained = models.BooleanField(default=False, help_text=_("Closed without a person."))
+    came_back = models.BooleanField(
+        default=False, help_text=_("Closed, and the customer opened another cycle (any channel) within 7 days.")
+    )
     contribution = models.JSONField(default=list, help_text=_("What this cycle adds to the daily rollups."))
 
     class Meta:

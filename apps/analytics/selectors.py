@@ -13,11 +13,9 @@ from django.db.models import (
     Aggregate,
     Case,
     Count,
-    Exists,
     F,
     FloatField,
     IntegerField,
-    OuterRef,
     Q,
     QuerySet,
     Sum,
@@ -42,7 +40,6 @@ from apps.analytics.models import (
 )
 from apps.core.exceptions import DomainError
 
-REPEAT_WINDOW = timedelta(days=7)
 GRANULARITIES = ("day", "week", "month")
 WEEKDAY_LABELS = (_("Mon"), _("Tue"), _("Wed"), _("Thu"), _("Fri"), _("Sat"), _("Sun"))
 
@@ -195,20 +192,10 @@ def service_level(filters: ReportFilters) -> list[dict]:
     return result
 
 
-def _repeat_exists() -> Exists:
-    later = Cycle.objects.filter(
-        workspace_id=OuterRef("workspace_id"),
-        contact_id=OuterRef("contact_id"),
-        opened_at__gt=OuterRef("closed_at"),
-        opened_at__lte=OuterRef("closed_at") + REPEAT_WINDOW,
-    )
-    return Exists(later)
-
-
 def repeat_contacts(filters: ReportFilters) -> dict:
     """Closed cycles in the range whose customer opened another one (any channel) within 7 days."""
     counts = cycle_rows(filters, at="closed_at", agent="closer").aggregate(
-        closed=Count("id"), repeated=Count("id", filter=_repeat_exists())
+        closed=Count("id"), repeated=Count("id", filter=Q(came_back=True))
     )
     return {
         "repeat_contact_closed": counts["closed"],
@@ -783,7 +770,7 @@ def cycles_behind(filters: ReportFilters, query) -> tuple[Metric, QuerySet[Cycle
     if score is not None:
         rows = rows.filter(csat=score)
     if name == "repeat_contact":
-        rows = rows.filter(_repeat_exists())
+        rows = rows.filter(came_back=True)
     met = _int_param(query, "met", 0, 1)
     if met is not None:
         rows = _with_target(rows, filters.workspace)

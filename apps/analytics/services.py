@@ -373,7 +373,35 @@ def _refold(conversation_ids: list[int]) -> None:
     _contributions(new, +1, delta)
     Cycle.objects.filter(conversation_id__in=conversation_ids).delete()
     Cycle.objects.bulk_create(new, batch_size=1000)
+    cycles_came_back_mark({(meta["workspace_id"], meta["contact_id"]) for meta in metas.values()})
     _rollups_apply(delta)
+
+
+REPEAT_DAYS = 7
+CAME_BACK = f"""
+    UPDATE analytics_cycle c SET came_back = v.came_back
+    FROM (
+        SELECT c.id, c.closed_at IS NOT NULL AND EXISTS (
+            SELECT 1 FROM analytics_cycle o
+            WHERE o.workspace_id = c.workspace_id AND o.contact_id = c.contact_id
+              AND o.opened_at > c.closed_at AND o.opened_at <= c.closed_at + interval '{REPEAT_DAYS} days'
+        ) AS came_back
+        FROM analytics_cycle c
+        JOIN unnest(%s::bigint[], %s::bigint[]) AS k(workspace_id, contact_id)
+          ON c.workspace_id = k.workspace_id AND c.contact_id = k.contact_id
+    ) v
+    WHERE c.id = v.id AND c.came_back IS DISTINCT FROM v.came_back
+"""
+
+
+def cycles_came_back_mark(contacts: set[tuple[int, int]]) -> None:
+    """Repeat contact crosses conversations (the customer may come back on another channel):
+    every cycle of these customers is marked again, whichever of their conversations changed."""
+    if not contacts:
+        return
+    workspaces, contact_ids = zip(*sorted(contacts), strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(CAME_BACK, [list(workspaces), list(contact_ids)])
 
 
 KEY_COLUMNS = ("workspace_id", "day", "agent_id", "team_id", "channel_id", "category", "language")

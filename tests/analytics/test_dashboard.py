@@ -28,6 +28,7 @@ from apps.analytics.models import (
     zeros_hours,
     zeros_scores,
 )
+from apps.analytics.services import cycles_came_back_mark
 from apps.connectors.models import Channel
 from apps.contacts.services import contact_resolve
 from apps.conversations.models import Conversation
@@ -63,7 +64,7 @@ def make_cycle(conversation, *, number=1, opened_at, **fields) -> Cycle:
         fields.setdefault("resolution_seconds", int((fields["closed_at"] - opened_at).total_seconds()))
     if fields.get("csat") is not None:
         fields.setdefault("rated_at", fields.get("closed_at") or opened_at)  # rated as it closed
-    return Cycle.objects.create(
+    cycle = Cycle.objects.create(
         workspace_id=conversation.workspace_id,
         conversation=conversation,
         number=number,
@@ -73,6 +74,8 @@ def make_cycle(conversation, *, number=1, opened_at, **fields) -> Cycle:
         opened_at=opened_at,
         **fields,
     )
+    cycles_came_back_mark({(conversation.workspace_id, conversation.contact_id)})  # as the folder does
+    return cycle
 
 
 def make_daily(workspace, day, channel, *, agent=None, team=None, category="", language="en", **counters) -> Daily:

@@ -254,6 +254,25 @@ def test_folding_again_or_late_committed_events_change_nothing_twice(week):
     assert Cycle.objects.get(conversation=first, number=1).notes == 2
 
 
+def test_a_customer_back_within_7_days_on_any_channel_marks_the_cycle_they_came_back_after(week):
+    workspace, _supervisor, _ann, _bob, _orders, _returns, chat, _bot_channel = week
+    first, contained = play(week)  # Amira's first cycle closed at +1200 s; she was back a day later
+    one, two = Cycle.objects.filter(conversation=first).order_by("number")
+    assert (one.came_back, two.came_back) == (True, False)
+    assert not Cycle.objects.get(conversation=contained).came_back
+
+    # Li, whose question the bot closed, is back 3 days later on the other channel (recognised
+    # as the same customer, say by phone: the conversation is theirs).
+    clock = Clock()
+    elsewhere = Conversation.objects.create(workspace=workspace, contact=contained.contact, channel=chat)
+    event_record(conversation=elsewhere, kind="opened", by="contact")
+    event_record(conversation=elsewhere, kind="message_in", by="contact")
+    clock.at(2040 + 3 * 24 * 3600)
+    assert Cycle.objects.get(conversation=contained).came_back
+    analytics_rebuild(workspace=week[0])
+    assert Cycle.objects.get(conversation=contained).came_back
+
+
 def test_a_queue_wait_and_a_handover_are_counted(week):
     workspace, _supervisor, _ann, bob, orders, _returns, chat, _bot_channel = week
     clock = Clock()
