@@ -93,7 +93,8 @@ def lines(title: str, labels, series: dict, *, secondary: dict | None = None, **
             x_label_rotation=30 if len(labels) > 7 else 0,
             show_minor_x_labels=not many,
             truncate_label=-1,
-            dots_size=2 if many else 3,
+            show_dots=not many,  # a dot (and its node) per point of a long series costs more than it shows
+            dots_size=3,
             allow_interruptions=True,
             value_formatter=_short_number,
             **options,

@@ -73,7 +73,7 @@ def _error_page(request, workspace, template: str, error: DomainError):
 def dashboard(request, workspace):
     try:
         filters = _filters(workspace, request.GET)
-        by = request.GET.get("by") or "day"
+        by = request.GET.get("by") or _granularity(filters)
         data = _dashboard_data(filters, by)
     except DomainError as error:
         return _error_page(request, workspace, "analytics/dashboard.html", error)
@@ -89,6 +89,12 @@ def dashboard(request, workspace):
             **_choices(workspace),
         },
     )
+
+
+def _granularity(filters: ReportFilters) -> str:
+    """By day up to a month, by week up to half a year, by month beyond: a chart of readable bars
+    unless the supervisor asks for another."""
+    return "day" if filters.days <= 31 else "week" if filters.days <= 183 else "month"
 
 
 def _dashboard_data(filters: ReportFilters, by: str) -> dict:
