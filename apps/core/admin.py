@@ -33,6 +33,27 @@ class ParleyAdminConfig(AdminConfig):
     default_site = "apps.core.admin.ParleyAdminSite"
 
 
+def scoped_choices(request, model, administered):
+    """What a foreign key to `model` may offer a non-superuser in the admin: rows of the
+    workspaces they administer; people only if they are members of one (user accounts are made
+    by superusers, so nobody else needs to pick a stranger, and the list of everyone's accounts
+    would tell one tenant who works for the others). None: the model is not a tenant's."""
+    from django.contrib.auth import get_user_model
+
+    from apps.workspaces.models import Workspace
+
+    queryset = model._default_manager.all()
+    if request.user.is_superuser:
+        return queryset
+    if model is Workspace:
+        return administered
+    if model is get_user_model():
+        return queryset.filter(memberships__workspace__in=administered).distinct()
+    if any(field.name == "workspace" for field in model._meta.fields):
+        return queryset.filter(workspace__in=administered)
+    return None
+
+
 class WorkspaceScopedAdmin(admin.ModelAdmin):
     """Rows, choices in foreign keys, and object pages are limited to the person's workspaces;
     any other object's page answers 404, as if it did not exist."""
@@ -72,26 +93,14 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return request.user.is_superuser if self.superuser_only_add else self._allowed(request)
 
-    def _scoped_choices(self, request, model):
-        from apps.workspaces.models import Workspace
-
-        queryset = model._default_manager.all()
-        if request.user.is_superuser:
-            return queryset
-        if model is Workspace:
-            return self.administered(request)
-        if any(field.name == "workspace" for field in model._meta.fields):
-            return queryset.filter(workspace__in=self.administered(request))
-        return None
-
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        queryset = self._scoped_choices(request, db_field.related_model)
+        queryset = scoped_choices(request, db_field.related_model, self.administered(request))
         if queryset is not None:
             kwargs["queryset"] = queryset
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
-        queryset = self._scoped_choices(request, db_field.related_model)
+        queryset = scoped_choices(request, db_field.related_model, self.administered(request))
         if queryset is not None:
             kwargs["queryset"] = queryset
         return super().formfield_for_manytomany(db_field, request, **kwargs)
@@ -133,10 +142,9 @@ class WorkspaceScopedInline(admin.TabularInline):
         return request.user.is_active
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if hasattr(db_field.related_model, "workspace") and not request.user.is_superuser:
-            from apps.workspaces.selectors import workspaces_administered_by
+        from apps.workspaces.selectors import workspaces_administered_by
 
-            kwargs["queryset"] = db_field.related_model._default_manager.filter(
-                workspace__in=workspaces_administered_by(request.user)
-            )
+        queryset = scoped_choices(request, db_field.related_model, workspaces_administered_by(request.user))
+        if queryset is not None:
+            kwargs["queryset"] = queryset
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
