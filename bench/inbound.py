@@ -45,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--seconds", type=int, default=10, help="length of the paced run")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (prefork)")
     parser.add_argument("--web", type=int, default=1, help="daphne processes (one port each)")
+    parser.add_argument(
+        "--worker-nice", type=int, default=0, help="run the worker at this nice level (web first on shared cores)"
+    )
     return parser.parse_args(argv)
 
 
@@ -299,6 +302,49 @@ async def paced(urls: list[str], ws_url: str, uuid: str, session: str, rate: int
     return {"latencies": latencies, "lost": len(sent_at)}
 
 
+def cpu_seconds(pids: list[int], *, children: bool = True) -> float:
+    """User + system CPU of these processes and their children, from /proc (0 where there is none).
+    On a machine shared with other work the rates above move with the neighbours' load; the CPU
+    each part spends per message does not."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        pid = int(entry.parent.name)
+        parents[pid], times[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    wanted, total = set(pids), 0.0
+    for pid in times:
+        ancestor = pid
+        while children and ancestor > 1 and ancestor not in wanted:
+            ancestor = parents.get(ancestor, 0)
+        total += times[pid] if ancestor in wanted else 0.0
+    return total
+
+
+def database_backends() -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def cpu_snapshot(processes: list[subprocess.Popen]) -> dict[str, float]:
+    web = [process.pid for process in processes[:-1]]
+    return {
+        "web (daphne)": cpu_seconds(web),
+        "worker (Celery)": cpu_seconds([processes[-1].pid]),
+        "PostgreSQL (the bench database's backends)": cpu_seconds(database_backends()),
+        "the bench's clients": cpu_seconds([os.getpid()], children=False),  # daphne and Celery are its children
+    }
+
+
 def count_messages(env: dict | None = None) -> int:
     from apps.conversations.models import Message
 
@@ -344,7 +390,8 @@ def main(argv=None) -> int:
         )
         for port in ports
     ]
-    worker = [str(BIN / "celery"), "--app", "config", "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
+    worker = ["nice", "-n", str(args.worker_nice)] if args.worker_nice else []
+    worker += [str(BIN / "celery"), "--app", "config", "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
     worker += [
         "--concurrency",
         str(args.workers),
@@ -365,16 +412,19 @@ def main(argv=None) -> int:
         wait_until(lambda: count_messages(env) >= 40, 60, "the worker")
         baseline = count_messages(env)
         print(
-            f"machine: {os.cpu_count()} cores; {args.web} daphne, Celery prefork x{args.workers}; "
+            f"machine: {os.cpu_count()} cores; {args.web} daphne, Celery prefork x{args.workers}"
+            f"{f' at nice {args.worker_nice}' if args.worker_nice else ''}; "
             f"{args.clients} clients; PostgreSQL and Redis at {database.split('@')[-1]} / {redis_url}"
         )
 
         ceiling_run = asyncio.run(ceiling(urls, args.clients, 5))
+        cpu_before = cpu_snapshot(processes)
         burst_run = asyncio.run(burst(urls, made["channel_uuid"], args.clients, args.messages))
         deadline = time.monotonic() + 300
         while count_messages(env) - baseline < args.messages and time.monotonic() < deadline:
             time.sleep(0.05)
         processed_s = time.monotonic() - burst_run["started"]
+        cpu_after = cpu_snapshot(processes)
         stored = count_messages(env) - baseline
         paced_run = asyncio.run(
             paced(urls, urls[0].replace("http", "ws"), made["channel_uuid"], made["session"], args.rate, args.seconds)
@@ -396,6 +446,9 @@ def main(argv=None) -> int:
         )
         line("messages fully processed/s", f"{stored / processed_s:.0f}", f"target ≥ {TARGETS['processed_per_s']}")
         line("stored / sent / non-200", f"{stored} / {args.messages} / {burst_run['errors']}")
+        print("CPU per message in the burst, until the last one was processed (ms)")
+        for part, seconds in cpu_after.items():
+            line(part, f"{(seconds - cpu_before[part]) * 1000 / max(stored, 1):.2f}")
         print(f"paced: {args.rate} messages/s for {args.seconds} s, one supervisor's websocket")
         ws = paced_run["latencies"]
         line(
