@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('analytics', '0001_initial'),
-        ('workspaces', '0005_audit_log_and_privacy'),
+        ('workspaces', '0004_agentstatus_last_assigned_at_and_more'),
     ]
 
     operations = [
