@@ -117,6 +117,10 @@ TEMPLATES = [
 DATABASES = {"default": database_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL's JIT compiles a query's expressions when its estimated cost is high (a report's
+# aggregates over months): 50 ms of compiling to save a few. Parley's queries are short; off.
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
+_db_options["options"] = f"{_db_options.get('options', '')} -c jit=off".strip()
 WORKER_DATABASE_CONN_MAX_AGE = env_int("WORKER_DATABASE_CONN_MAX_AGE", 600)
 # Threads (each with its own, kept connection) that store providers' webhooks in a web process
 # (apps/connectors/views.webhook_asgi): the most connections webhooks take there, whatever the load.
