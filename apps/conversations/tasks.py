@@ -1,7 +1,9 @@
 from datetime import timedelta
 
 from celery import shared_task
+from django.db import DatabaseError
 from django.utils import timezone
+from redis import RedisError
 
 from apps.conversations import services
 from apps.conversations.services import SendLater, StatusForUnknownMessage
@@ -16,9 +18,15 @@ def process_inbound_event(self, event_id: int) -> None:
         raise self.retry(countdown=2, exc=error) from error
 
 
-@shared_task(name="conversations.drain_inbound_events")
-def drain_inbound_events(slot: int) -> int:
-    return services.inbound_events_drain(slot=slot)
+@shared_task(name="conversations.drain_inbound_events", bind=True, max_retries=None)
+def drain_inbound_events(self, slot: int) -> int:
+    try:
+        return services.inbound_events_drain(slot=slot)
+    except (DatabaseError, RedisError) as error:
+        # PostgreSQL or Redis went away under the drainer (a restart, a failover). Failing would
+        # leave its slot taken for two minutes, and webhooks stored meanwhile waiting as long:
+        # the drainer keeps its slot and tries again shortly, until the server is back.
+        raise self.retry(countdown=min(30, 2**self.request.retries), exc=error) from error
 
 
 @shared_task(name="conversations.drain_inbound")

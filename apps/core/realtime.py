@@ -12,6 +12,7 @@ import json
 import threading
 from functools import partial
 
+import redis
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
@@ -44,6 +45,14 @@ class _LayerThread:
             return self._loop
 
     def group_send(self, group: str, message: dict) -> None:
+        try:
+            self._send(group, message)
+        except redis.ConnectionError:
+            # Redis restarted since the pool's connections were opened: the first command on each
+            # finds it closed (and drops it); once more on a fresh connection.
+            self._send(group, message)
+
+    def _send(self, group: str, message: dict) -> None:
         future = asyncio.run_coroutine_threadsafe(get_channel_layer().group_send(group, message), self._ensure())
         future.result(timeout=10)
 
@@ -91,7 +100,9 @@ def publish(workspace_id: int, event: dict, *, origin: str | None = None) -> str
 
 
 def publish_on_commit(workspace_id: int, event: dict, *, origin: str | None = None) -> None:
-    transaction.on_commit(partial(publish, workspace_id, event, origin=origin))
+    # Robust: with Redis unreachable the event is lost to live sockets (they are dropped too, and
+    # reload on reconnect), but the hooks after it (a workflow's advance, a media download) run.
+    transaction.on_commit(partial(publish, workspace_id, event, origin=origin), robust=True)
 
 
 def _envelope(workspace_id: int, event: dict, origin: str | None) -> dict:
@@ -113,7 +124,7 @@ def notify_user_on_commit(user_id: int, event: dict, *, workspace_id: int | None
         envelope = _envelope(workspace_id, event, None)
         _layer.group_send(user_group(user_id), {"type": "realtime.event", "event": envelope})
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
 
 
 def last_event_id(workspace_id: int) -> str:
