@@ -26,6 +26,7 @@ from apps.connectors.services import (
 )
 from apps.core.admin import WorkspaceScopedAdmin
 from apps.core.exceptions import DomainError
+from apps.workspaces.admin import AuditedAdmin
 
 
 class ChannelForm(forms.ModelForm):
@@ -56,7 +57,7 @@ class ChannelForm(forms.ModelForm):
 
 
 @admin.register(Channel)
-class ChannelAdmin(WorkspaceScopedAdmin):
+class ChannelAdmin(AuditedAdmin, WorkspaceScopedAdmin):
     form = ChannelForm
     list_display = ("name", "kind", "workspace", "enabled", "webhook_url")
     list_filter = ("kind", ("workspace", admin.RelatedOnlyFieldListFilter))

@@ -84,6 +84,13 @@ class Contact(WorkspaceScoped):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(_("last seen"), null=True, blank=True)
+    erased_at = models.DateTimeField(
+        _("erased"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When the person's data was erased at their request; the row stays as an anonymous count."),
+    )
 
     class Meta:
         indexes = [
@@ -104,6 +111,11 @@ class Contact(WorkspaceScoped):
 
     def __str__(self) -> str:
         return self.name or self.phone or self.email or f"Contact {self.pk}"
+
+    @property
+    def audit_repr(self) -> str:
+        """How the audit and admin logs name a contact: by id, never by their personal data."""
+        return f"Contact #{self.pk}"
 
     @property
     def first_name(self) -> str:
@@ -134,7 +146,8 @@ class ContactIdentity(WorkspaceScoped):
         verbose_name_plural = _("contact identities")
 
     def __str__(self) -> str:
-        return f"{self.channel.kind}:{self.external_id}"
+        # Not the external id (a phone, an address): this string lands in the admin's change log.
+        return f"{self.channel.kind} identity #{self.pk}"
 
 
 class Order(WorkspaceScoped):
@@ -155,7 +168,7 @@ class Order(WorkspaceScoped):
     items = models.JSONField(_("items"), default=list, blank=True, help_text=_("[{sku, name, qty, price}]"))
     total = models.DecimalField(_("total"), max_digits=12, decimal_places=2, default=0)
     currency = models.CharField(_("currency"), max_length=3, default="USD")
-    delivery_address = models.TextField(_("delivery address"), blank=True)
+    delivery_address = EncryptedTextField(_("delivery address"), blank=True)  # where a person lives
     courier = models.CharField(_("courier"), max_length=120, blank=True)
     tracking_number = models.CharField(_("tracking number"), max_length=120, blank=True)
     tracking_url = models.URLField(_("tracking link"), max_length=500, blank=True)

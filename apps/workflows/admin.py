@@ -34,6 +34,9 @@ from apps.workflows.definition import (
 from apps.workflows.diagram import diagram_svg
 from apps.workflows.models import BotSettings, FaqEntry, Run, RunLog, Step, Workflow, WorkflowVersion
 from apps.workflows.selectors import step_drop_off
+from apps.workspaces.admin import AuditedAdmin
+from apps.workspaces.models import AuditEntry
+from apps.workspaces.services import audit_record
 
 
 class PrettyJSONField(forms.JSONField):
@@ -187,7 +190,7 @@ def _kinds_reference() -> str:
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(WorkspaceScopedAdmin):
+class WorkflowAdmin(AuditedAdmin, WorkspaceScopedAdmin):
     form = WorkflowForm
     inlines = [StepInline]
     list_display = ("name", "trigger", "enabled", "version", "last_run_at", "workspace", "try_it")
@@ -344,11 +347,13 @@ class WorkflowAdmin(WorkspaceScopedAdmin):
 
     @admin.action(description=_("Enable the selected workflows"))
     def enable(self, request, queryset):
+        _audit_enabled(request, queryset, enabled=True)
         count = workflows_set_enabled(workflows=queryset, enabled=True)
         messages.success(request, _("%(count)d workflows enabled.") % {"count": count})
 
     @admin.action(description=_("Disable the selected workflows (running conversations finish)"))
     def disable(self, request, queryset):
+        _audit_enabled(request, queryset, enabled=False)
         count = workflows_set_enabled(workflows=queryset, enabled=False)
         messages.success(request, _("%(count)d workflows disabled.") % {"count": count})
 
@@ -359,6 +364,11 @@ class WorkflowAdmin(WorkspaceScopedAdmin):
         response = HttpResponse(body, content_type="application/json; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="workflows.json"'
         return response
+
+
+def _audit_enabled(request, queryset, *, enabled: bool) -> None:
+    for workflow in queryset.exclude(enabled=enabled):
+        audit_record(action=AuditEntry.Action.CHANGE, obj=workflow, details={"enabled": enabled}, request=request)
 
 
 # Runs ----------------------------------------------------------------------------------------

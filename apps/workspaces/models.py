@@ -301,3 +301,86 @@ class ApiToken(WorkspaceScoped):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class AuditEntry(models.Model):
+    """Who did what, when and from where: sign-ins, exports, erasures, a contact's data viewed,
+    and changes to workflows, channels, API tokens and roles. Written by `services.audit_record`
+    in the transaction of the act itself; never edited. It names people by id (a contact is
+    "Contact #42"), so erasing a person leaves the log true without keeping their data."""
+
+    class Action(models.TextChoices):
+        SIGN_IN = "sign_in", _("signed in")
+        SIGN_IN_FAILED = "sign_in_failed", _("sign-in failed")
+        VIEW = "view", _("viewed")
+        EXPORT = "export", _("exported")
+        ERASE = "erase", _("erased")
+        CREATE = "create", _("created")
+        CHANGE = "change", _("changed")
+        DELETE = "delete", _("deleted")
+        REVOKE = "revoke", _("revoked")
+        PURGE = "purge", _("purged by retention")
+
+    # Null for a failed sign-in by a name no workspace knows; a workspace's own rows go with it.
+    workspace = models.ForeignKey(
+        Workspace, null=True, blank=True, on_delete=models.CASCADE, related_name="+", verbose_name=_("workspace")
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("who"),
+    )
+    # Kept as written, so the log still says who once the account is deleted.
+    actor_label = models.CharField(_("who (as recorded)"), max_length=150, blank=True)
+    action = models.CharField(_("action"), max_length=16, choices=Action.choices)
+    object_type = models.CharField(_("object type"), max_length=40, blank=True)
+    object_id = models.CharField(_("object id"), max_length=64, blank=True)
+    object_repr = models.CharField(_("object"), max_length=200, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "-at"], name="audit_by_workspace")]
+        ordering = ["-at", "-id"]
+        verbose_name = _("audit log entry")
+        verbose_name_plural = _("audit log")
+
+    def __str__(self) -> str:
+        target = f" {self.object_type} {self.object_repr}".rstrip() if self.object_type else ""
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_label or '—'} {self.action}{target}"
+
+
+class PrivacySettings(models.Model):
+    """A workspace's data protection choices. Apart from `Workspace` so the privacy work adds
+    a table rather than widening the row every request reads."""
+
+    workspace = models.OneToOneField(
+        Workspace, on_delete=models.CASCADE, related_name="privacy", verbose_name=_("workspace")
+    )
+    retention_days = models.PositiveIntegerField(
+        _("keep closed conversations' content for (days)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "After this many days closed, a conversation's messages lose their text, data and files "
+            "(the messages stay counted). Empty keeps everything."
+        ),
+    )
+    purged_until = models.DateTimeField(
+        _("purged up to"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Conversations closed before this moment have had their content removed."),
+    )
+
+    class Meta:
+        verbose_name = _("privacy settings")
+        verbose_name_plural = _("privacy settings")
+
+    def __str__(self) -> str:
+        return f"{self.workspace} privacy"

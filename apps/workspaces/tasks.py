@@ -16,3 +16,15 @@ def sweep_absent_agents() -> int:
     return sum(
         services.agent_mark_offline_if_stale(agent_status_id=agent_id, older_than=older_than) for agent_id in stale_ids
     )
+
+
+@shared_task(name="workspaces.retention_purge")
+def retention_purge() -> int:
+    """Purges the content of conversations closed longer ago than each workspace's retention
+    period (apps/contacts/privacy.retention_purge). Run every hour by beat; a workspace without a
+    period is not read."""
+    from apps.contacts.privacy import retention_purge as purge  # contacts builds on workspaces
+    from apps.workspaces.models import PrivacySettings
+
+    workspace_ids = PrivacySettings.objects.filter(retention_days__isnull=False).values_list("workspace_id", flat=True)
+    return sum(purge(workspace_id=workspace_id)["conversations"] for workspace_id in list(workspace_ids))

@@ -15,7 +15,7 @@ from apps.conversations.models import Conversation, InboundEvent, Message, Quick
 from apps.core.admin import WorkspaceScopedAdmin
 from apps.workflows.definition import workflow_import
 from apps.workflows.models import BotSettings, FaqEntry, Run
-from apps.workspaces.models import ApiToken, Membership
+from apps.workspaces.models import ApiToken, AuditEntry, Membership, PrivacySettings
 from tests.conftest import client_for
 from tests.conversations.whatsapp import make_whatsapp_channel
 
@@ -78,6 +78,8 @@ MAKERS = {
     "workspaces.membership": lambda ws: Membership.objects.filter(workspace=ws).first(),
     "workspaces.team": None,  # the tenants fixture has one per workspace
     "workspaces.apitoken": lambda ws: ApiToken.objects.filter(workspace=ws).first(),
+    "workspaces.auditentry": lambda ws: AuditEntry.objects.create(workspace=ws, action="view"),
+    "workspaces.privacysettings": lambda ws: PrivacySettings.objects.create(workspace=ws, retention_days=30),
     "connectors.channel": make_whatsapp_channel,
     "connectors.messagetemplate": lambda ws: MessageTemplate.objects.create(
         workspace=ws, channel=make_whatsapp_channel(ws), name="order_shipped", body="Hi {{1}}"
@@ -121,6 +123,10 @@ MAKERS = {
 }
 
 
+# Admins only owners open (supervisors get 403 everywhere, tests/trust/): checked with A's owner.
+OWNER_ONLY = {"workspaces.auditentry", "workspaces.privacysettings"}
+
+
 def scoped_models():
     return sorted(
         model._meta.label_lower
@@ -137,7 +143,7 @@ def test_every_scoped_admin_has_a_maker_here():
 def test_supervisor_of_a_cannot_list_or_open_bs_rows(tenants, label):
     hidden = tenants.team_b if label == "workspaces.team" else MAKERS[label](tenants.b)
     app, model = label.split(".")
-    client = client_for(tenants.supervisor)
+    client = client_for(tenants.owner if label in OWNER_ONLY else tenants.supervisor)
 
     listed = client.get(f"/admin/{app}/{model}/")
     opened = client.get(f"/admin/{app}/{model}/{hidden.pk}/change/")

@@ -1,10 +1,13 @@
+from django.http import FileResponse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, status
+from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.contacts import selectors, services
+from apps.contacts import privacy, selectors, services
 from apps.contacts.api.serializers import (
     ContactMergeSerializer,
     ContactSerializer,
@@ -24,7 +27,9 @@ from apps.conversations.api.views import TimelinePagination
 from apps.conversations.selectors import contact_conversations, contact_timeline
 from apps.core.api.filters import IdFilter, MomentFilter
 from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceViewSet
-from apps.core.exceptions import DomainError
+from apps.core.exceptions import DomainError, PermissionDenied
+from apps.workspaces.models import AuditEntry
+from apps.workspaces.services import audit_record
 
 
 class ContactFilter(filters.FilterSet):
@@ -134,6 +139,48 @@ class ContactViewSet(
             raise DomainError("A contact cannot be merged into itself.", code="invalid_merge")
         survivor = services.contact_merge(survivor=survivor, duplicate=duplicate)
         return self._answer(survivor)
+
+    @extend_schema(
+        responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="contact.json + files/")}
+    )
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        """Everything Parley holds about the person (data subject access): a ZIP with
+        `contact.json` and their attachments under `files/`. Owners, supervisors and API tokens."""
+        self._require_write_role(request)
+        contact = self.get_object()
+        archive = privacy.contact_export(contact=contact, request=request)
+        return FileResponse(archive, as_attachment=True, filename=privacy.contact_export_filename(contact))
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "ContactErased",
+                {
+                    "conversations": drf_serializers.IntegerField(),
+                    "messages": drf_serializers.IntegerField(),
+                    "files": drf_serializers.IntegerField(),
+                    "identities": drf_serializers.IntegerField(),
+                },
+            )
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def erase(self, request, pk=None):
+        """Erases the person's personal data (right to erasure); the contact stays as an anonymous
+        row so counts and reports hold. Returns what was erased. Owners, supervisors, API tokens."""
+        counts = privacy.contact_erase(contact=self.get_object(), request=request)
+        return Response(counts)
+
+    def perform_destroy(self, instance):
+        audit_record(action=AuditEntry.Action.DELETE, obj=instance, request=self.request)
+        instance.delete()
+
+    def _require_write_role(self, request) -> None:
+        # A GET, so the permission class lets every member through; an export is not an agent's.
+        if request.workspace_role not in self.write_roles:
+            raise PermissionDenied("Only owners, supervisors and API tokens can export a contact's data.")
 
 
 class TagViewSet(WorkspaceModelViewSet):

@@ -5,6 +5,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 # has the same schedule. Later apps add their tasks here.
 SCHEDULES = [
     {"name": "Mark absent agents offline", "task": "workspaces.sweep_absent_agents", "every": 60},
+    {"name": "Purge conversations past their retention", "task": "workspaces.retention_purge", "every": 3600},
     {
         "name": "Requeue outbound messages whose task was lost",
         "task": "conversations.requeue_stale_messages",
