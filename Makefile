@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBEDDED := $(BIN)/python -m config.embedded with --
 
-.PHONY: run test install check pytest lint format bench down messages clean
+.PHONY: run test install check pytest lint format bench fuzz down messages clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ format: install
 
 bench: install
 	$(EMBEDDED) $(BIN)/python -m bench
+
+## make fuzz: the fuzzers with a real budget, random rather than CI's fixed examples (docs/security.md):
+## FUZZ_EXAMPLES mutated payloads per connector parser, FUZZ_API_EXAMPLES requests per API operation
+fuzz: export SECRET_KEY ?= parley-tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz
+fuzz: export FUZZ_EXAMPLES ?= 5000
+fuzz: export FUZZ_API_EXAMPLES ?= 200
+fuzz: install
+	$(EMBEDDED) $(BIN)/python -m pytest -q -W ignore::hypothesis.errors.HypothesisWarning \
+	  tests/trust/test_fuzz_parsers.py tests/api/test_schema_fuzz.py $(PYTEST_ARGS)
 
 ## make down: stop embedded servers left running by manage.py commands
 down: install

@@ -7,7 +7,12 @@ Adding a channel is adding one module in apps/connectors/providers/ with a `Conn
 subclass; nothing else changes. The rest of Parley only ever sees the dataclasses below.
 """
 
+import dataclasses
 import enum
+import functools
+import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -171,6 +176,15 @@ def stored_media(media: dict, max_bytes: int, *, under: str, missing_code: str, 
     return MediaFile(content=content, mime_type=media.get("mime_type", ""), filename=media.get("filename", ""))
 
 
+def json_body(raw_body: bytes, **options):
+    """A webhook's JSON, or ParseError however malformed it is: a body nested a hundred thousand
+    deep is a RecursionError to `json`, not a ValueError."""
+    try:
+        return json.loads(raw_body, **options)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise ParseError(f"not JSON: {error}") from error
+
+
 def moment(value, *, per_second: int = 1) -> datetime:
     """An epoch timestamp (seconds, or milliseconds with per_second=1000) as an aware moment;
     now when it is missing or malformed, since a message is worth more than its clock."""
@@ -178,6 +192,119 @@ def moment(value, *, per_second: int = 1) -> datetime:
         return datetime.fromtimestamp(int(value) / per_second, tz=UTC)
     except (TypeError, ValueError, OverflowError):
         return datetime.now(tz=UTC)
+
+
+# Parsed events are checked before anything is stored -----------------------------------------
+#
+# Whatever a provider (or someone holding a channel's secret) posts, `parse` either returns neutral
+# events that PostgreSQL can store or raises ParseError, which parks the delivery as failed with
+# that error (admin: inbound events, replay). Without this, a payload of the wrong shape broke the
+# parser with a TypeError, or an event with a NUL character, a lone surrogate, NaN or a 300-character
+# id broke the write: the drainer retried it five times before parking it, with a traceback for its
+# reason (tests/trust/test_fuzz_parsers.py found these).
+
+MALFORMED = (LookupError, TypeError, AttributeError, ValueError, RecursionError, OverflowError)
+PROVIDER_ID_MAX = 191  # Message.provider_id
+CUSTOMER_ID_MAX = 120  # Contact.external_id
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value):
+    """`value` with what PostgreSQL's text and jsonb refuse taken out: NUL characters, lone
+    surrogates (JSON may escape them; UTF-8 cannot hold them) and non-finite numbers."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "")
+        return value if value.isascii() else LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(_storable(key)): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_storable(item) for item in value)
+    return value
+
+
+def _text(event, name: str, *, required: bool = False, limit: int | None = None) -> str:
+    """A string field of an event, from a number where a provider sent one; anything else (a
+    list, an object, `true`) is not what the provider documents."""
+    value = getattr(event, name)
+    if value is None:
+        value = ""
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ParseError(f"{type(event).__name__}.{name} is {type(value).__name__}, not text")
+    value = _storable(value)
+    if required and not value.strip():
+        raise ParseError(f"{type(event).__name__} without {name}")
+    if limit is not None and len(value) > limit:
+        raise ParseError(f"{type(event).__name__}.{name} has {len(value)} characters; at most {limit} fit")
+    return value
+
+
+TEXT_FIELDS = {
+    InboundMessage: {
+        "provider_id": {"required": True, "limit": PROVIDER_ID_MAX},
+        "sender_id": {"required": True},
+        "text": {},
+        "sender_name": {},
+        "sender_phone": {},
+        "sender_email": {},
+        "reply_to_provider_id": {},
+        "customer_id": {"limit": CUSTOMER_ID_MAX},
+    },
+    InboundEdit: {"provider_id": {"required": True}, "text": {}},
+    StatusUpdate: {
+        name: {} for name in ("provider_id", "state", "recipient_id", "error_code", "error_reason", "opaque")
+    },
+    ReachabilityUpdate: {"sender_id": {"required": True}, "sender_name": {}, "reason": {}},
+}
+
+
+def _neutral(event):
+    """The event as Parley stores it, or ParseError saying what is wrong with it."""
+    if type(event) not in TEXT_FIELDS:
+        raise ParseError(f"not a neutral event: {type(event).__name__}")
+    changes = {name: _text(event, name, **rule) for name, rule in TEXT_FIELDS[type(event)].items()}
+    if not isinstance(event.timestamp, datetime) or event.timestamp.tzinfo is None:
+        raise ParseError(f"{type(event).__name__}.timestamp is not an aware datetime")
+    if hasattr(event, "payload"):
+        if not isinstance(event.payload, dict):
+            raise ParseError(f"{type(event).__name__}.payload is {type(event.payload).__name__}, not an object")
+        changes["payload"] = _storable(event.payload)
+    if isinstance(event, InboundMessage):
+        files = [event.media, *event.extra_media]
+        if not all(media is None or isinstance(media, dict) for media in files):
+            raise ParseError("InboundMessage.media is not an object")
+        media = [_media(item) for item in files if item]
+        changes["media"] = media[0] if event.media else None
+        changes["extra_media"] = tuple(media[1:] if event.media else media)
+        changes["thread_ids"] = tuple(str(_storable(i)) for i in event.thread_ids if isinstance(i, str | int))
+    elif isinstance(event, StatusUpdate) and event.watermark is None and not changes["provider_id"]:
+        raise ParseError("StatusUpdate without provider_id")
+    return dataclasses.replace(event, **changes)
+
+
+def _media(media: dict) -> dict:
+    for key in ("id", "mime_type", "filename", "caption"):
+        value = media.get(key)
+        if value is not None and not isinstance(value, str | int):
+            raise ParseError(f"media {key} is {type(value).__name__}, not text")
+    return _storable({**media, **{key: str(media.get(key) or "") for key in ("id", "mime_type", "filename")}})
+
+
+def _parse_checked(parse):
+    @functools.wraps(parse)
+    def parse_checked(self, channel, raw_body: bytes, headers=None) -> list:
+        try:
+            events = parse(self, channel, raw_body, headers)
+            return [_neutral(event) for event in events]
+        except ParseError:
+            raise
+        except MALFORMED as error:
+            raise ParseError(f"malformed {self.kind} delivery: {type(error).__name__}: {error}") from error
+
+    return parse_checked
 
 
 class Connector:
@@ -203,6 +330,13 @@ class Connector:
     max_webhook_bytes: int = 5 * 1024 * 1024
     # Whether beat should call `poll` (IMAP mailboxes).
     polls: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        """Every connector's `parse` answers neutral, storable events or ParseError (see
+        `_neutral`), so a new channel cannot bring a payload that half-breaks the pipeline."""
+        super().__init_subclass__(**kwargs)
+        if "parse" in cls.__dict__:
+            cls.parse = _parse_checked(cls.__dict__["parse"])
 
     def handshake(self, channel, request) -> HttpResponse:
         return HttpResponse(status=405)

@@ -1,7 +1,10 @@
 """Schemathesis against the API's own OpenAPI schema, over HTTP to a live daphne: generated
 requests to every operation, with a workspace's token, must never get a 5xx nor a response that
-breaks the schema. Bounded: a few examples per operation, so the suite stays quick. (The
-operations are walked by hand: schemathesis' pytest plugin does not run on this pytest.)"""
+breaks the schema. Bounded: a few examples per operation, so the suite stays quick; `make fuzz`
+sets FUZZ_API_EXAMPLES for a long random search (docs/security.md, "Fuzzing"). (The operations
+are walked by hand: schemathesis' pytest plugin does not run on this pytest.)"""
+
+import os
 
 import pytest
 import schemathesis
@@ -12,7 +15,8 @@ from apps.workspaces import services
 from tests.factories import make_workspace
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-EXAMPLES_PER_OPERATION = 10
+FUZZ_API_EXAMPLES = int(os.environ.get("FUZZ_API_EXAMPLES") or 0)
+EXAMPLES_PER_OPERATION = FUZZ_API_EXAMPLES or 10
 
 
 def test_no_operation_answers_5xx_or_breaks_its_schema(live_server_process):
@@ -29,7 +33,7 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(live_server_process):
             max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
             suppress_health_check=list(HealthCheck),
-            derandomize=True,
+            derandomize=not FUZZ_API_EXAMPLES,
             database=None,
         )
         def check(case):

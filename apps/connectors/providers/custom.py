@@ -200,7 +200,7 @@ def _signature_parts(header: str) -> tuple[int | None, list[str]]:
 def _events(raw: bytes) -> list[dict]:
     try:
         body = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # a deep nesting is a RecursionError
         raise ParseError(f"The body is not JSON: {error}.") from error
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise ParseError('The body must be a JSON object with an "events" list.')

@@ -223,7 +223,7 @@ def _field_text(fields: dict, name: str, charset: str = "utf-8") -> str:
 def _json_field(fields: dict, name: str) -> dict:
     try:
         value = json.loads(_field_text(fields, name) or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -29,6 +29,7 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    json_body,
     moment,
     network_error,
     read_capped,
@@ -104,10 +105,7 @@ class MessengerConnector(MetaWebhooks, Connector):
     # Parsing ------------------------------------------------------------------------------
 
     def parse(self, channel, raw_body: bytes, headers=None) -> list:
-        try:
-            envelope = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ParseError(f"not JSON: {error}") from error
+        envelope = json_body(raw_body)
         if not isinstance(envelope, dict) or envelope.get("object") != self.webhook_object:
             raise ParseError(f"not a {self.webhook_object!r} webhook")
         entries = envelope.get("entry")

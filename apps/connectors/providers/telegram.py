@@ -29,6 +29,7 @@ from apps.connectors.base import (
     ProviderError,
     ReachabilityUpdate,
     SendResult,
+    json_body,
     moment,
     read_capped,
 )
@@ -133,7 +134,7 @@ class TelegramConnector(Connector):
         try:
             update = json.loads(raw_body)
             query_id = update["callback_query"]["id"]
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
             return HttpResponse(status=200)
         return JsonResponse({"method": "answerCallbackQuery", "callback_query_id": str(query_id)})
 
@@ -154,10 +155,7 @@ class TelegramConnector(Connector):
     # Parsing ------------------------------------------------------------------------------
 
     def parse(self, channel, raw_body: bytes, headers=None) -> list:
-        try:
-            update = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ParseError(f"not JSON: {error}") from error
+        update = json_body(raw_body)
         if not isinstance(update, dict) or "update_id" not in update:
             raise ParseError("not a Telegram Update (no update_id)")
         if isinstance(update.get("message"), dict):
@@ -308,8 +306,8 @@ class TelegramConnector(Connector):
     def _option(self, channel, menu_id: str, data: str) -> dict:
         """The option of our menu whose button carried `data`: the same id, or an id too long
         for a button, sent as its digest (`callback_data_for`)."""
-        if not menu_id or channel is None:
-            return {}
+        if not menu_id or channel is None or "\x00" in menu_id:
+            return {}  # PostgreSQL refuses a NUL even in a query: no message of ours has one
         from apps.conversations.models import Message
 
         menu = Message.objects.filter(channel=channel, provider_id=menu_id).only("payload").first()

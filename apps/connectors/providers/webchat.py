@@ -65,7 +65,7 @@ class WebChatConnector(Connector):
             visitor = str(body["visitor"])
             customer_id = str(body.get("customer_id") or "")
             return [self._event(visitor, customer_id, item) for item in body["events"]]
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
             raise ParseError(f"not a web chat event: {error!r}") from error
 
     def _event(self, visitor: str, customer_id: str, item: dict):

@@ -4,7 +4,6 @@ Credentials: access_token, app_secret, phone_number_id, waba_id.
 Settings: base_url (default https://graph.facebook.com), api_version (default v21.0).
 """
 
-import json
 from dataclasses import replace
 
 import httpx
@@ -20,6 +19,7 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    json_body,
     moment,
     network_error,
     read_capped,
@@ -89,10 +89,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
     # Parsing ------------------------------------------------------------------------------
 
     def parse(self, channel, raw_body: bytes, headers=None) -> list:
-        try:
-            envelope = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ParseError(f"not JSON: {error}") from error
+        envelope = json_body(raw_body)
         if not isinstance(envelope, dict) or envelope.get("object") != "whatsapp_business_account":
             raise ParseError("not a whatsapp_business_account webhook")
         events = []

@@ -19,6 +19,11 @@ def _clean(value, path="body") -> None:
 
 class StrictJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        data = super().parse(stream, media_type, parser_context)
-        _clean(data)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+            _clean(data)
+        except RecursionError:
+            # `[[[[…` a hundred thousand deep: json (and _clean) give up with a RecursionError,
+            # which DRF does not catch (a 500); no API field nests deeper than a few levels.
+            raise ParseError("JSON parse error - nested too deep.") from None
         return data
