@@ -140,9 +140,29 @@ class MediaFile:
 # Helpers connectors share -------------------------------------------------------------------
 
 
+# Errors after which a POST may have reached the provider: the request went out, the answer did
+# not come back. Sending it again could give the customer the message twice (no provider here
+# takes an idempotency key), so such a send is failed for a person to check, not retried.
+_ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+NO_ANSWER = "no_answer"
+
+
 def network_error(error: Exception) -> ProviderError:
-    """A connection that failed or timed out: worth another try."""
-    return ProviderError(ErrorClass.RETRY, "network", str(error) or type(error).__name__)
+    """A connection that failed or timed out: worth another try, unless a POST went out and only
+    its answer was lost."""
+    detail = str(error) or type(error).__name__
+    try:
+        method = error.request.method if isinstance(error, httpx.RequestError) else ""
+    except RuntimeError:  # an error raised before any request was made
+        method = ""
+    if method == "POST" and isinstance(error, _ANSWER_LOST):
+        return ProviderError(
+            ErrorClass.FATAL,
+            NO_ANSWER,
+            f"The provider did not answer in time ({detail}); the message may have reached the customer. "
+            "Check the conversation before sending it again.",
+        )
+    return ProviderError(ErrorClass.RETRY, "network", detail)
 
 
 def read_capped(response: httpx.Response, max_bytes: int, describe=None) -> bytes:

@@ -52,7 +52,10 @@ def webhook(request, channel_uuid, channel_max_age: float = 0):
         return connector.handshake(channel, request)
     if request.method != "POST":
         return _error("method_not_allowed", "Use POST.", 405)
-    if int(request.headers.get("Content-Length") or 0) > connector.max_webhook_bytes:
+    declared = request.headers.get("Content-Length") or "0"
+    if not declared.isascii() or not declared.isdigit():
+        return _error("bad_request", "Content-Length must be a number of bytes.", 400)
+    if int(declared) > connector.max_webhook_bytes:
         return _error("too_large", "Payload too large.", 413)
     # Read from the stream, not request.body: that refuses anything over Django's 2.5 MB
     # DATA_UPLOAD_MAX_MEMORY_SIZE, and an email with attachments is bigger.

@@ -61,6 +61,15 @@ def test_bad_signature_is_401_and_nothing_is_stored(channel):
     assert not InboundEvent.objects.exists()
 
 
+def test_a_content_length_that_is_not_a_number_is_400_and_nothing_is_stored(channel):
+    response = Client().generic(
+        "POST", f"/webhooks/{channel.uuid}/", b"{}", content_type="application/json", CONTENT_LENGTH="abc"
+    )
+
+    assert response.status_code == 400 and response.json()["code"] == "bad_request"
+    assert not InboundEvent.objects.exists()
+
+
 def test_missing_signature_is_401(channel):
     response = Client().post(f"/webhooks/{channel.uuid}/", b"{}", content_type="application/json")
 

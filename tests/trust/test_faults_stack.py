@@ -262,12 +262,6 @@ def test_a_reply_the_provider_refuses_with_500s_is_delivered_later_once(whatsapp
     assert accepted_texts(simulator)["Your order left the warehouse"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="A send whose answer times out is retried although the provider took it: "
-    "connectors.base.network_error calls a read timeout RETRY and message_deliver sends again (sent twice).",
-)
 def test_a_reply_whose_answer_times_out_reaches_the_customer_once(whatsapp, simulator, celery_worker_process):
     # The provider holds the request past the connector's 10 s read timeout, then takes it.
     simulator.post("/_simulator/faults", {"phone_number_id": "1000001", "mode": "timeout", "delay": 11, "count": 1})
@@ -277,6 +271,9 @@ def test_a_reply_whose_answer_times_out_reaches_the_customer_once(whatsapp, simu
     _wait_for(lambda: Message.objects.get(pk=message.pk).state in ("sent", "failed"), 40, "the send to settle")
     time.sleep(1.5)  # the provider finishes the request it held
     assert accepted_texts(simulator)["Your refund is on its way"] == 1
+    message.refresh_from_db()  # not sent again: failed for a person to check, saying why
+    assert (message.state, message.error_code) == ("failed", "no_answer")
+    assert "may have reached the customer" in message.error_reason
 
 
 # Poison ---------------------------------------------------------------------------------------

@@ -61,8 +61,18 @@ def inbound_event_store(*, channel, body: bytes, headers: dict) -> InboundEvent:
         body=text,
         headers=headers,
     )
-    transaction.on_commit(inbound_drain_kick)
+    transaction.on_commit(_drain_kick_quietly)
     return event
+
+
+def _drain_kick_quietly() -> None:
+    """The delivery is stored: a wake-up that fails (Redis or the broker down) must not turn the
+    provider's 200 into a 500 and make it send the delivery again. Beat's `drain_inbound` (and the
+    next webhook's wake-up) picks it up within a minute."""
+    try:
+        inbound_drain_kick()
+    except Exception:
+        logger.warning("Could not wake a drainer; the stored delivery waits for the next one", exc_info=True)
 
 
 # Stored deliveries are applied by a few long-running "drainer" tasks rather than one Celery task
