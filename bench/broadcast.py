@@ -42,6 +42,7 @@ from bench.inbound import (
     percentile,
     server_urls,
     spawn,
+    stack_env,
     wait_until,
     with_database,
 )
@@ -342,22 +343,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     database, redis_url = server_urls()
     recreate_database(database)
-    env = {
-        **os.environ,
-        "DATABASE_URL": with_database(database, BENCH_DB),
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": PREFIX,
-        "CELERY_QUEUE": PREFIX,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-0123",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "SECURE_COOKIES": "false",
-        "LOG_LEVEL": "WARNING",
-        "API_RATE_LIMIT": "1000000/minute",
-        "INBOUND_DRAINERS": str(max(1, args.workers - 1)),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = stack_env(
+        database_url=with_database(database, BENCH_DB),
+        redis_url=redis_url,
+        prefix=PREFIX,
+        drainers=max(1, args.workers - 1),
+        API_RATE_LIMIT="1000000/minute",
+    )
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     simulator_port, web_port = free_port(), free_port()

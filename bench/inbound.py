@@ -358,26 +358,33 @@ def line(name: str, value: str, target: str = "") -> None:
     print(f"  {name:<44} {value:>14}   {target}")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    database, redis_url = server_urls()
-    bench_db = with_database(database, BENCH_DB)
-    recreate_database(database)
-    env = {
+def stack_env(*, database_url: str, redis_url: str, prefix: str, drainers: int, **extra: str) -> dict:
+    """The environment of a bench's own daphne, workers and beat: its database, its Redis keys
+    and Celery queue, production settings without TLS, and `extra` on top."""
+    return {
         **os.environ,
-        "DATABASE_URL": bench_db,
+        "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": PREFIX,
-        "CELERY_QUEUE": PREFIX,
+        "REDIS_KEY_PREFIX": prefix,
+        "CELERY_QUEUE": prefix,
         "DEBUG": "false",
         "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-0123",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "SECURE_COOKIES": "false",
         "LOG_LEVEL": "WARNING",
-        "INBOUND_DRAINERS": str(args.workers),
+        "INBOUND_DRAINERS": str(drainers),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
     }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    database, redis_url = server_urls()
+    bench_db = with_database(database, BENCH_DB)
+    recreate_database(database)
+    env = stack_env(database_url=bench_db, redis_url=redis_url, prefix=PREFIX, drainers=args.workers)
     made = prepare(env)
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
