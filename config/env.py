@@ -82,5 +82,5 @@ def database_url(config: dict) -> str:
         query["host"] = host
     else:
         netloc += host + (f":{config['PORT']}" if config.get("PORT") else "")
-    suffix = f"?{urlencode(query)}" if query else ""
+    suffix = f"?{urlencode(query, quote_via=quote)}" if query else ""  # libpq reads "+" as a plus, not a space
     return f"postgresql://{netloc}/{quote(config['NAME'])}{suffix}"
