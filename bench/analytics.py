@@ -229,11 +229,18 @@ def bench_lag(args) -> None:
 HOURS = ", ".join(
     f"count(*) FILTER (WHERE extract(hour FROM c.opened_at AT TIME ZONE w.timezone) = {h})" for h in range(24)
 )
-FIRST = ", ".join(
-    f"count(*) FILTER (WHERE c.first_response_seconds >= {lo} AND c.first_response_seconds < {hi})"
-    for lo, hi in zip((0, 30, 120, 300, 600, 1800, 3600), (30, 120, 300, 600, 1800, 3600, 10**9), strict=True)
-)
-RESOLVED = FIRST.replace("first_response_seconds", "resolution_seconds")
+
+
+def _buckets_sql(column: str) -> str:
+    """The folder's buckets (models.BUCKETS) counted by SQL."""
+    from apps.analytics.models import BUCKETS
+
+    return ", ".join(
+        f"count(*) FILTER (WHERE c.{column} >= {lo} AND c.{column} < {hi})"
+        for lo, hi in zip((0, *BUCKETS), (*BUCKETS, 10**9), strict=True)
+    )
+
+
 SCORES = ", ".join(f"count(*) FILTER (WHERE c.csat = {s})" for s in range(1, 6))
 
 
@@ -251,6 +258,7 @@ def dashboard_data(args) -> None:
         totals_from_daily()
         return
     print("  a cycle for each conversation and their daily rollups (once)", flush=True)
+    first, resolved = _buckets_sql("first_response_seconds"), _buckets_sql("resolution_seconds")
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -294,10 +302,10 @@ def dashboard_data(args) -> None:
                 c.channel_id, c.category, c.language,
                 count(*), 0, count(c.closed_at), count(*) FILTER (WHERE c.contained), sum(c.messages_in),
                 sum(c.messages_out), sum(c.messages_bot), sum(c.notes), count(c.assignee_id), 0,
-                count(c.first_response_seconds), coalesce(sum(c.first_response_seconds), 0), ARRAY[{FIRST}],
+                count(c.first_response_seconds), coalesce(sum(c.first_response_seconds), 0), ARRAY[{first}],
                 count(c.assigned_response_seconds), coalesce(sum(c.assigned_response_seconds), 0),
                 sum(c.responses), sum(c.response_seconds), coalesce(sum(c.resolution_seconds), 0),
-                ARRAY[{RESOLVED}], sum(c.handle_seconds), count(c.csat), coalesce(sum(c.csat), 0), ARRAY[{SCORES}],
+                ARRAY[{resolved}], sum(c.handle_seconds), count(c.csat), coalesce(sum(c.csat), 0), ARRAY[{SCORES}],
                 count(*) FILTER (WHERE c.bot), count(*) FILTER (WHERE c.handed_over), 0, 0, 0, 0, 0,
                 ARRAY[{HOURS}]
             FROM analytics_cycle c JOIN workspaces_workspace w ON w.id = c.workspace_id

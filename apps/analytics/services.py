@@ -360,12 +360,15 @@ def _contributions(cycles, sign: int, into: dict) -> None:
                     row[name] = row.get(name, 0) + sign * amount
 
 
-def _refold(conversation_ids: list[int]) -> None:
-    """Recomputes these conversations' cycles and moves the rollups by the difference."""
+def _refold(conversation_ids: list[int]) -> list[int]:
+    """Recomputes these conversations' cycles and moves the rollups by the difference; returns
+    the ids of the events it read (the ones now in the rollups)."""
     metas = _metas(conversation_ids)
     events = defaultdict(list)
+    read = []
     for event in Event.objects.filter(conversation_id__in=list(metas)).order_by("conversation_id", "at", "id"):
         events[event.conversation_id].append(event)
+        read.append(event.pk)
     old = Cycle.objects.filter(conversation_id__in=conversation_ids).only("workspace_id", "contribution")
     new = [cycle for pk, meta in metas.items() for cycle in cycles_of(meta, events[pk])]
     delta: dict = defaultdict(dict)
@@ -375,6 +378,21 @@ def _refold(conversation_ids: list[int]) -> None:
     Cycle.objects.bulk_create(new, batch_size=1000)
     cycles_came_back_mark({(meta["workspace_id"], meta["contact_id"]) for meta in metas.values()})
     _rollups_apply(delta)
+    return read
+
+
+def _fold_chunks(conversation_ids: list[int], *, stdout=None) -> int:
+    """Refolds conversations a chunk a transaction, marking folded exactly the events each refold
+    read: one committed meanwhile stays unfolded for the next run, never marked unseen. Returns
+    how many events it marked."""
+    marked = 0
+    for start in range(0, len(conversation_ids), FOLD_CHUNK):
+        with transaction.atomic():
+            read = _refold(conversation_ids[start : start + FOLD_CHUNK])
+            marked += Event.objects.filter(pk__in=read, folded=False).update(folded=True)
+        if stdout is not None and (start // FOLD_CHUNK) % 50 == 0:
+            stdout.write(f"{min(start + FOLD_CHUNK, len(conversation_ids))} / {len(conversation_ids)} conversations")
+    return marked
 
 
 REPEAT_DAYS = 7
@@ -486,22 +504,15 @@ class _FoldLock:
 
 
 def events_fold(*, limit: int = 20_000) -> int:
-    """Folds the events not yet in the cycles and rollups (oldest first, at most `limit`);
-    returns how many. Another folder at work: returns 0 at once (beat runs it again)."""
+    """Folds the conversations of the oldest `limit` events not yet in the cycles and rollups;
+    returns how many events that folded. Another folder at work: 0 at once (beat runs it again)."""
     with _FoldLock() as held:
         if not held:
             return 0
-        pending = list(Event.objects.filter(folded=False).order_by("id").values_list("id", "conversation_id")[:limit])
-        by_conversation = defaultdict(list)
-        for event_id, conversation_id in pending:
-            by_conversation[conversation_id].append(event_id)
-        conversation_ids = sorted(by_conversation)
-        for start in range(0, len(conversation_ids), FOLD_CHUNK):
-            chunk = conversation_ids[start : start + FOLD_CHUNK]
-            with transaction.atomic():
-                _refold(chunk)
-                Event.objects.filter(pk__in=[pk for c in chunk for pk in by_conversation[c]]).update(folded=True)
-        return len(pending)
+        pending = list(
+            Event.objects.filter(folded=False).order_by("id").values_list("conversation_id", flat=True)[:limit]
+        )
+        return _fold_chunks(sorted(set(pending)))
 
 
 def events_fold_all() -> int:
@@ -529,13 +540,7 @@ def analytics_rebuild(*, workspace=None, stdout=None) -> int:
             Event.objects.filter(**scope).order_by().values_list("conversation_id", flat=True).distinct()
         )
         conversation_ids.sort()
-        for start in range(0, len(conversation_ids), FOLD_CHUNK):
-            chunk = conversation_ids[start : start + FOLD_CHUNK]
-            with transaction.atomic():
-                _refold(chunk)
-                Event.objects.filter(conversation_id__in=chunk, folded=False).update(folded=True)
-            if stdout is not None and (start // FOLD_CHUNK) % 50 == 0:
-                stdout.write(f"{start + len(chunk)} / {len(conversation_ids)} conversations")
+        _fold_chunks(conversation_ids, stdout=stdout)
         return len(conversation_ids)
 
 

@@ -88,6 +88,9 @@ def with_tag(queryset: QuerySet[Conversation], *, tag_id: int) -> QuerySet[Conve
     return queryset.filter(_per_row(f"{TAGGED} AND t.tag_id = %s", [tag_id]))
 
 
+_word_shares_cache: dict = {}  # {"until": monotonic time, "shares": {word: share}}
+
+
 def _word_shares() -> dict[str, float]:
     """How common each of the most common words of messages is (PostgreSQL's statistics of the
     text-search index), cached for ten minutes."""
@@ -95,9 +98,8 @@ def _word_shares() -> dict[str, float]:
 
     from django.db import connection
 
-    cached = _word_shares.__dict__.get("cached")
-    if cached and cached[0] > time.monotonic():
-        return cached[1]
+    if _word_shares_cache.get("until", 0) > time.monotonic():
+        return _word_shares_cache["shares"]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
@@ -105,7 +107,7 @@ def _word_shares() -> dict[str, float]:
         )
         row = cursor.fetchone()
     shares = dict(zip(row[0], row[1], strict=False)) if row and row[0] else {}
-    _word_shares.cached = (time.monotonic() + 600, shares)
+    _word_shares_cache.update(until=time.monotonic() + 600, shares=shares)
     return shares
 
 

@@ -32,7 +32,7 @@ from apps.analytics.export import (
     export_xlsx_file,
     names_of,
 )
-from apps.analytics.filters import ReportFilters, report_filters
+from apps.analytics.filters import report_filters
 from apps.core.api.pagination import CursorPagination
 from apps.core.api.permissions import IsWorkspaceMember
 from apps.core.exceptions import DomainError, PermissionDenied
@@ -69,10 +69,6 @@ class CyclePagination(CursorPagination):
     ordering = ("opened_at", "id")
 
 
-def filters_from(request) -> ReportFilters:
-    return report_filters(workspace=request.workspace, query=request.query_params)
-
-
 def streamed(request, chunks: Iterator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
     """Under ASGI (daphne) Django would turn a synchronous iterator into a list before sending a
     byte (StreamingHttpResponse.__aiter__): the whole export in memory. There it gets an async
@@ -107,7 +103,7 @@ class ConversationsView(ReportView):
     def get(self, request):
         """One row per conversation cycle opened in the range, oldest first: the export's columns
         (docs/reports.md)."""
-        filters = filters_from(request)
+        filters = report_filters(workspace=request.workspace, query=request.query_params)
         page = self.paginate_queryset(cycles_for_report(filters).values(*FIELDS))
         names = names_of(filters.workspace)
         rows = [dict(zip(COLUMN_NAMES, export_row(tuple(cycle.values()), names), strict=True)) for cycle in page]
@@ -134,7 +130,7 @@ class ExportView(ReportView):
         extension = request.query_params.get("format") or "csv"
         if extension not in ("csv", "xlsx"):
             raise DomainError("'format' is csv or xlsx.", fields={"format": ["Not csv or xlsx."]})
-        filters = filters_from(request)
+        filters = report_filters(workspace=request.workspace, query=request.query_params)
         cycles, names = cycles_for_report(filters), names_of(filters.workspace)
         filename = export_filename(filters, extension)
         if extension == "csv":
@@ -155,4 +151,4 @@ class SummaryView(ReportView):
         """The dashboard's headline numbers for the range and filters (docs/metrics.md)."""
         from apps.analytics.selectors import report_summary
 
-        return Response(report_summary(filters_from(request)))
+        return Response(report_summary(report_filters(workspace=request.workspace, query=request.query_params)))
