@@ -104,7 +104,25 @@ class StatusUpdate:
     watermark: datetime | None = None
 
 
-InboundEvent = InboundMessage | InboundEdit | StatusUpdate | ReachabilityUpdate
+@dataclass(frozen=True)
+class TemplateStatusUpdate:
+    """The provider's word on a message template, outside any conversation (WhatsApp's
+    message_template_status_update and message_template_quality_update webhooks): a review's
+    outcome, a pause, a quality rating. apps/connectors/templates.py applies it."""
+
+    account_id: str  # the business account the template belongs to (WhatsApp's WABA id)
+    template_id: str  # the provider's id of the template
+    name: str
+    language: str
+    timestamp: datetime
+    status: str = ""  # a MessageTemplate.Status value; "" when the event leaves the status as it is
+    event: str = ""  # the provider's own word for what happened (APPROVED, FLAGGED, FIRST_PAUSE…)
+    reason: str = ""  # why, in words a supervisor can act on (a rejection's reason and advice)
+    quality: str = ""  # green | yellow | red | unknown, when the quality rating changed
+    flagged: bool | None = None  # at risk of being disabled (True), no longer (False), not said (None)
+
+
+InboundEvent = InboundMessage | InboundEdit | StatusUpdate | ReachabilityUpdate | TemplateStatusUpdate
 
 
 @dataclass(frozen=True)
@@ -278,6 +296,16 @@ TEXT_FIELDS = {
         name: {} for name in ("provider_id", "state", "recipient_id", "error_code", "error_reason", "opaque")
     },
     ReachabilityUpdate: {"sender_id": {"required": True}, "sender_name": {}, "reason": {}},
+    TemplateStatusUpdate: {
+        "account_id": {},
+        "template_id": {"limit": 64},  # MessageTemplate.provider_id
+        "name": {"required": True, "limit": 512},
+        "language": {"required": True, "limit": 15},
+        "status": {},
+        "event": {},
+        "reason": {},
+        "quality": {},
+    },
 }
 
 

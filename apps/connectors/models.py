@@ -131,6 +131,13 @@ class MessageTemplate(WorkspaceScoped):
         REJECTED = "rejected", _("Rejected")
         PAUSED = "paused", _("Paused")
 
+    class Quality(models.TextChoices):
+        UNKNOWN = "unknown", _("Not rated yet")
+        GREEN = "green", _("High")
+        YELLOW = "yellow", _("Medium")
+        RED = "red", _("Low")
+        FLAGGED = "flagged", _("Flagged: at risk of being disabled")
+
     class ParameterFormat(models.TextChoices):
         POSITIONAL = "positional", _("Positional: {{1}}, {{2}}")
         NAMED = "named", _("Named: {{first_name}}")
@@ -178,6 +185,9 @@ class MessageTemplate(WorkspaceScoped):
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.APPROVED)
     rejected_reason = models.CharField(
         _("why it cannot be sent"), max_length=300, blank=True, help_text=_("The provider's reason, or ours.")
+    )
+    quality = models.CharField(
+        _("quality"), max_length=8, choices=Quality.choices, blank=True, help_text=_("The provider's rating.")
     )
     provider_id = models.CharField(_("provider's id"), max_length=64, blank=True)
     synced_at = models.DateTimeField(_("last synced"), null=True, blank=True)
