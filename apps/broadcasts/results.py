@@ -29,6 +29,7 @@ from apps.broadcasts.models import Broadcast, BroadcastSettings, Recipient
 from apps.contacts.models import Contact, Order
 from apps.conversations.models import Message
 from apps.core.events import build_event
+from apps.core.memo import remembered
 from apps.core.redis import get_redis, key
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,12 @@ TOP_FAILURES = 10
 
 
 def broadcast_settings_for(*, workspace_id: int) -> BroadcastSettings:
-    """The workspace's rules; the defaults until a supervisor saves their own."""
-    found = BroadcastSettings.objects.filter(workspace_id=workspace_id).first()
+    """The workspace's rules; the defaults until a supervisor saves their own. Read once per batch
+    of inbound deliveries (core.memo)."""
+    found = remembered(
+        ("broadcast-settings", workspace_id),
+        lambda: BroadcastSettings.objects.filter(workspace_id=workspace_id).first(),
+    )
     return found or BroadcastSettings(workspace_id=workspace_id)
 
 
@@ -107,12 +112,13 @@ def failure_reason(code: str, reason: str) -> str:
 def broadcast_inbound_apply(*, message, conversation) -> None:
     """A customer's message, just stored under the conversation's lock (a duplicate delivery
     never gets here, so nothing below happens twice): an answer to a broadcast they got lately,
-    and STOP / START. For everyone else this is one indexed query (two for a short text)."""
-    recipient = _latest_recipient(conversation)
+    and STOP / START. A workspace that sent nothing within the conversion window (asked once per
+    batch of deliveries) costs no query per message."""
+    rules = broadcast_settings_for(workspace_id=conversation.workspace_id)
+    recipient = _latest_recipient(conversation) if _sent_lately(conversation.workspace_id, rules) else None
     words = _words_of(message)
     if recipient is None and not words:
         return
-    rules = broadcast_settings_for(workspace_id=conversation.workspace_id)
     if recipient is not None and recipient.sent_at >= timezone.now() - timedelta(hours=rules.conversion_window_hours):
         _reply_note(message, recipient)
     if words & _normalised(rules.stop_words):
@@ -120,6 +126,19 @@ def broadcast_inbound_apply(*, message, conversation) -> None:
         _confirm_stop(conversation, rules)
     elif words & _normalised(rules.start_words):
         marketing_consent_set(contact=conversation.contact, channel_kind=message.channel.kind, opted_in=True)
+
+
+def _sent_lately(workspace_id: int, rules: BroadcastSettings) -> bool:
+    """Whether any of the workspace's broadcasts sent within the conversion window: a recipient's
+    `sent_at` is never after its broadcast's `finished_at`, so a reply to an older one is just a
+    message and needs no lookup."""
+
+    def sent_lately() -> bool:
+        since = timezone.now() - timedelta(hours=rules.conversion_window_hours)
+        sent = Broadcast.objects.filter(workspace_id=workspace_id, started_at__isnull=False)
+        return sent.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=since)).exists()
+
+    return remembered(("broadcasts-sent-lately", workspace_id), sent_lately)
 
 
 def _latest_recipient(conversation) -> Recipient | None:

@@ -95,6 +95,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return  # the author's own action: its page already shows it
         await self.send_json(event)
 
+    async def realtime_events(self, message):
+        """Several events at once (realtime.batched: a batch of inbound deliveries), in order."""
+        for event in message["events"]:
+            await self.realtime_event({"event": event})
+
 
 def _typing(*, workspace_id: int, conversation_id: int, user, origin: str) -> None:
     from apps.conversations.selectors import conversation_get

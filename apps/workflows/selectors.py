@@ -2,6 +2,7 @@
 
 from django.db.models import Count, Q, QuerySet
 
+from apps.core.memo import remembered
 from apps.workflows.models import Run, RunLog, Trigger, Workflow
 
 SURVEY_WAITS = ("rating", "comment")
@@ -15,16 +16,29 @@ def conversation_keeps_closed(*, conversation) -> bool:
     ).exists()
 
 
+_NOT_ANNOTATED = object()
+
+
 def automation_wanted(*, conversation) -> bool:
     """Whether a customer's message needs the engine: a run is active, or the workspace has a
-    workflow a message can start. Most messages of a workspace without bots skip the task."""
-    if Run.objects.filter(conversation=conversation, state__in=Run.ACTIVE).exists():
+    workflow a message can start. Most messages of a workspace without bots skip the task. A
+    conversation read with its bot annotated (conversations.selectors.with_bot) costs no query for
+    the first question; the second is asked once per batch of deliveries (core.memo)."""
+    active_bot = getattr(conversation, "active_bot", _NOT_ANNOTATED)
+    if active_bot is _NOT_ANNOTATED:
+        if Run.objects.filter(conversation=conversation, state__in=Run.ACTIVE).exists():
+            return True
+    elif active_bot is not None:
         return True
-    return Workflow.objects.filter(
-        workspace_id=conversation.workspace_id,
-        enabled=True,
-        trigger__in=(Trigger.CONVERSATION_OPENED, Trigger.MESSAGE),
-    ).exists()
+    workspace_id = conversation.workspace_id
+    return remembered(
+        ("workflows-started-by-messages", workspace_id), lambda: workflows_started_by_messages(workspace_id)
+    )
+
+
+def workflows_started_by_messages(workspace_id: int) -> bool:
+    triggers = (Trigger.CONVERSATION_OPENED, Trigger.MESSAGE)
+    return Workflow.objects.filter(workspace_id=workspace_id, enabled=True, trigger__in=triggers).exists()
 
 
 def shortcut_workflows(*, workspace_id: int) -> QuerySet[Workflow]:

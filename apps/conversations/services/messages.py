@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from psycopg.errors import DeadlockDetected
 
 from apps.analytics.services import event_record, message_event_record
 from apps.connectors.base import InboundEdit, InboundMessage, ParseError, ReachabilityUpdate, StatusUpdate
@@ -30,9 +31,12 @@ from apps.conversations.models import (
     InboundEvent,
     Message,
 )
+from apps.core import realtime
 from apps.core.events import build_event
 from apps.core.exceptions import DomainError
+from apps.core.memo import remembering
 from apps.core.realtime import publish_on_commit
+from apps.core.uploads import upload_check
 from apps.workflows.selectors import automation_wanted, conversation_keeps_closed
 
 logger = logging.getLogger(__name__)
@@ -135,7 +139,7 @@ def inbound_events_claim(*, limit: int = INBOUND_BATCH) -> list[int]:
 def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -> int:
     """Applies pending deliveries until none is left (or `seconds` pass); returns how many."""
     from apps.connectors.models import Channel
-    from apps.conversations.tasks import drain_inbound_events, process_inbound_event
+    from apps.conversations.tasks import drain_inbound_events
     from apps.core.redis import get_redis
 
     client, slot_key = get_redis(), _drain_slot_key(slot)
@@ -154,13 +158,38 @@ def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -
         events = list(InboundEvent.objects.filter(pk__in=ids).order_by("id"))
         channels = Channel.objects.select_related("workspace").in_bulk({event.channel_id for event in events})
         for event in events:
-            event_id, event.channel = event.pk, channels[event.channel_id]
+            event.channel = channels[event.channel_id]
+        _batch_apply(events)
+        done += len(ids)
+        if time.monotonic() > deadline:
+            drain_inbound_events.delay(slot)  # keeps the slot; a fresh task goes on
+            return done
+
+
+def _batch_apply(events: list[InboundEvent]) -> None:
+    """Applies a claimed batch in one transaction: one commit, one Redis round trip for the
+    events the inbox hears of (realtime.batched), workspace settings read once (core.memo). Each
+    delivery has its savepoint, so one that fails is rolled back alone and the rest land. The
+    conversations a batch touches stay locked until it commits: a batch is a fraction of a second."""
+    from apps.conversations.tasks import process_inbound_event
+
+    applied = []
+    with realtime.batched(), remembering(), transaction.atomic():
+        for event in events:
+            event_id = event.pk
             try:
-                inbound_event_process(event_id=event_id, claimed=event)
+                with transaction.atomic():
+                    inbound_event_process(event_id=event_id, claimed=event, mark=False)
+                applied.append(event_id)
             except StatusForUnknownMessage:
                 # Its message is being recorded right now; the single-event task retries it.
-                process_inbound_event.apply_async((event_id,), countdown=2)
+                transaction.on_commit(lambda pk=event_id: process_inbound_event.apply_async((pk,), countdown=2))
             except Exception as error:  # one bad delivery must not stop the rest
+                if isinstance(error.__cause__, DeadlockDetected):
+                    # Another drainer's batch holds a conversation this one needs, and the other
+                    # way round: PostgreSQL gave up on this delivery. It may be claimed again now.
+                    InboundEvent.objects.filter(pk=event_id).update(claimed_at=None)
+                    continue
                 logger.exception("inbound event %s failed", event_id)
                 InboundEvent.objects.filter(pk=event_id).update(error=repr(error)[:2000])
                 # Tried again after the claim times out; a delivery that keeps failing is parked
@@ -168,15 +197,15 @@ def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -
                 InboundEvent.objects.filter(pk=event_id, attempts__gte=INBOUND_MAX_ATTEMPTS).update(
                     state=InboundEvent.State.FAILED
                 )
-        done += len(ids)
-        if time.monotonic() > deadline:
-            drain_inbound_events.delay(slot)  # keeps the slot; a fresh task goes on
-            return done
+        InboundEvent.objects.filter(pk__in=applied, state=InboundEvent.State.PENDING).update(
+            state=InboundEvent.State.PROCESSED, processed_at=timezone.now(), error=""
+        )
 
 
-def inbound_event_process(*, event_id: int, claimed: InboundEvent | None = None) -> None:
+def inbound_event_process(*, event_id: int, claimed: InboundEvent | None = None, mark: bool = True) -> None:
     """Parses and applies one stored delivery; every message, entry and change of a batch. A
-    drainer passes the row it claimed (the claim counted the attempt); alone, it counts its own."""
+    drainer passes the row it claimed (the claim counted the attempt; it marks its batch
+    processed at once, `mark=False`); alone, it counts its own."""
     event = claimed
     if event is None:
         unfinished = InboundEvent.objects.filter(pk=event_id).exclude(state=InboundEvent.State.PROCESSED)
@@ -199,9 +228,10 @@ def inbound_event_process(*, event_id: int, claimed: InboundEvent | None = None)
             inbound_edit_apply(channel=event.channel, edit=item)
         elif isinstance(item, ReachabilityUpdate):
             reachability_apply(channel=event.channel, update=item)
-    InboundEvent.objects.filter(pk=event_id).update(
-        state=InboundEvent.State.PROCESSED, processed_at=timezone.now(), error=""
-    )
+    if mark:
+        InboundEvent.objects.filter(pk=event_id).update(
+            state=InboundEvent.State.PROCESSED, processed_at=timezone.now(), error=""
+        )
 
 
 def inbound_event_replay(*, event: InboundEvent) -> None:
@@ -212,9 +242,9 @@ def inbound_event_replay(*, event: InboundEvent) -> None:
 
 
 def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None:
-    """Stores a customer's message once, in the right conversation, and tells the inbox."""
-    if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
-        return None
+    """Stores a customer's message once, in the right conversation, and tells the inbox. A
+    repeated delivery is found under the conversation's lock and changes nothing (resolving its
+    contact again is harmless: the identity is known by then)."""
     contact = _contact_of_thread(channel, inbound) or contact_resolve(
         channel=channel,
         external_id=inbound.sender_id,
@@ -228,11 +258,7 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
 
         contact = contact_phone_learned(contact=contact, phone=inbound.sender_phone)
     with transaction.atomic():
-        conversation, created = Conversation.objects.get_or_create(
-            contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
-        )
-        conversation = Conversation.objects.select_for_update().prefetch_related("tags").get(pk=conversation.pk)
-        conversation.contact, conversation.channel = contact, channel  # already in hand
+        conversation, created = _conversation_locked(contact, channel)
         # A closed conversation whose customer is rating it in the bot's survey stays closed.
         surveyed = conversation.status == Conversation.Status.CLOSED and conversation_keeps_closed(
             conversation=conversation
@@ -290,6 +316,23 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         for attachment in attachments:
             transaction.on_commit(lambda pk=attachment.id: fetch_inbound_media.delay(pk))
     return message
+
+
+def _conversation_locked(contact, channel) -> tuple[Conversation, bool]:
+    """The contact's conversation on this channel, locked, with its tag ids and its bot (for the
+    event and automation_wanted) in the same query; made first if there is none (True)."""
+    from apps.conversations.selectors import with_bot, with_tag_ids
+
+    locked = with_bot(with_tag_ids(Conversation.objects.select_for_update(of=("self",))))
+    conversation = locked.filter(contact=contact, channel=channel).first()
+    created = conversation is None
+    if created:
+        made, created = Conversation.objects.get_or_create(
+            contact=contact, channel=channel, defaults={"workspace_id": channel.workspace_id}
+        )
+        conversation = locked.get(pk=made.pk)
+    conversation.contact, conversation.channel = contact, channel  # already in hand
+    return conversation, created
 
 
 def _contact_of_thread(channel, inbound: InboundMessage):
@@ -640,6 +683,7 @@ def _check_upload(conversation: Conversation, upload) -> None:
             code="too_large",
             fields={"file": [f"At most {limit // 1024 // 1024} MB."]},
         )
+    upload_check(upload=upload, limit=limit)  # its content: apps/core/uploads.py
 
 
 def _attachment_store(message: Message, upload) -> Attachment:
