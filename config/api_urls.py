@@ -1,7 +1,7 @@
 """Every REST endpoint under /api/v1/, gathered from the apps' api/urls.py."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
 from apps.core.api import views as core_api_views
@@ -11,7 +11,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny], throttle_classes=[]), name="schema"),
     path(
         "docs/",
-        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny], throttle_classes=[]),
+        SpectacularSwaggerSplitView.as_view(url_name="schema", permission_classes=[AllowAny], throttle_classes=[]),
         name="api-docs",
     ),
     path("", include("apps.workspaces.api.urls")),

@@ -77,6 +77,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -230,6 +231,27 @@ REST_FRAMEWORK = {
     # The API speaks JSON; endpoints that take files add multipart themselves.
     "DEFAULT_PARSER_CLASSES": ["apps.core.api.parsers.StrictJSONParser"],
     "PAGE_SIZE": 50,
+# Content-Security-Policy (django-csp) on every response: scripts only from Parley's own files, no
+# inline script, handler or eval, so text that slips past escaping still cannot run (docs/security.md).
+# Styles allow inline: the dashboard's server-drawn SVG charts and the workflow diagram carry their
+# own <style>, and admin pages set style attributes; CSS cannot run script.
+_public = urlsplit(PUBLIC_URL)
+_public_socket = f"{'wss' if _public.scheme == 'https' else 'ws'}://{_public.netloc}"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "media-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'", _public_socket, *env_list("CSP_CONNECT_SRC", [])],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
     "DEFAULT_THROTTLE_CLASSES": ["apps.core.api.throttling.PrincipalRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"principal": API_RATE_LIMIT},
     "EXCEPTION_HANDLER": "apps.core.api.errors.exception_handler",

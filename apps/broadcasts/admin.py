@@ -22,7 +22,7 @@ from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHt
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
@@ -192,7 +192,8 @@ class BroadcastCreateForm(forms.ModelForm):
             from apps.workspaces.selectors import workspaces_administered_by
 
             zones = zones_text(workspaces_administered_by(self.request.user))
-            self.fields["send_at"].help_text = _("In the workspace's time zone: %(zones)s.") % {"zones": zones}
+            # The admin prints help text as HTML: the workspaces' names are escaped here.
+            self.fields["send_at"].help_text = _("In the workspace's time zone: %(zones)s.") % {"zones": escape(zones)}
 
     def clean_variables(self):
         return self.cleaned_data.get("variables") or []

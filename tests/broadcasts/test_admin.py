@@ -310,7 +310,7 @@ def test_the_progress_page_shows_the_figures_and_listens_to_the_workspace_socket
     assert live["workspace"] == "alpha" and live["broadcast_id"] == sent_broadcast.pk
     assert live["stats"]["counts"]["read"] == 1 and live["stats"]["counts"]["failed"] == 1
     page = response.content.decode()
-    assert "inbox/live.js" in page and "broadcast.progress" in page
+    assert "bc-live-data" in page and "broadcasts/progress.js" in page
     stats = client_for(tenants.supervisor).get(live["stats_url"]).json()
     assert stats["replied"] == 1 and stats["total"] == 2
 

@@ -670,7 +670,7 @@ def test_a_supervisor_builds_a_segment_in_the_admin(people):
 
     assert page.status_code == 200
     body = page.content.decode()
-    assert "segment-live-count" in body and "X-CSRFToken" in body
+    assert "segment-live-count" in body and "broadcasts/segment_count.js" in body
     assert "older_than_days" in body and "conversation_category" in body  # the reference and the example
     assert response.status_code == 302, form_errors(response)
     segment = Segment.objects.get(workspace=people.workspace, name="Quiet VIPs")
