@@ -128,6 +128,22 @@ def broadcast_inbound_apply(*, message, conversation) -> None:
         marketing_consent_set(contact=conversation.contact, channel_kind=message.channel.kind, opted_in=True)
 
 
+def broadcast_inbound_quiet(*, message, conversation) -> bool:
+    """Whether `broadcast_inbound_apply` would do nothing with this message: the workspace sent
+    no broadcast within the conversion window, and it is neither a STOP nor a START word."""
+    workspace_id = conversation.workspace_id
+    rules = broadcast_settings_for(workspace_id=workspace_id)
+    if _sent_lately(workspace_id, rules):
+        return False
+    words = _words_of(message)
+    if not words:
+        return True
+    both = remembered(
+        ("stop-and-start-words", workspace_id), lambda: _normalised(rules.stop_words) | _normalised(rules.start_words)
+    )
+    return not words & both
+
+
 def _sent_lately(workspace_id: int, rules: BroadcastSettings) -> bool:
     """Whether any of the workspace's broadcasts sent within the conversion window: a recipient's
     `sent_at` is never after its broadcast's `finished_at`, so a reply to an older one is just a

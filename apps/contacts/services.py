@@ -204,6 +204,14 @@ def contact_touch(contact: Contact, *, name: str = "") -> None:
     Contact.objects.filter(pk=contact.pk).update(**fields)
 
 
+def contacts_touch(contacts) -> None:
+    """`contact_touch` for many contacts at once, whose names are known (one UPDATE)."""
+    now = timezone.now()
+    due = [contact.pk for contact in contacts if not contact.last_seen_at or now - contact.last_seen_at >= TOUCH_EVERY]
+    if due:
+        Contact.objects.filter(pk__in=due).update(last_seen_at=now)
+
+
 def contact_phone_learned(*, contact: Contact, phone: str) -> Contact:
     """A known contact told us their number later (Telegram's "share my phone" after /start):
     the customer who already has that number absorbs them, so one person keeps one history."""

@@ -171,15 +171,25 @@ def _batch_apply(events: list[InboundEvent]) -> None:
     events the inbox hears of (realtime.batched), workspace settings read once (core.memo). Each
     delivery has its savepoint, so one that fails is rolled back alone and the rest land. The
     conversations a batch touches stay locked until it commits: a batch is a fraction of a second."""
+    from apps.conversations.services import inbound_fast
     from apps.conversations.tasks import process_inbound_event
 
     applied = []
     with realtime.batched(), remembering(), transaction.atomic():
-        for event in events:
+        # Plain texts from known customers in open conversations, set-wise (inbound_fast); the
+        # rest one by one below. If the fast lane fails, all of it goes the long way.
+        try:
+            with transaction.atomic():
+                fast, rest = inbound_fast.apply(events)
+        except Exception:
+            logger.warning("The inbound fast lane failed; its deliveries go one by one", exc_info=True)
+            fast, rest = [], [(event, None) for event in events]
+        applied += [event.pk for event in fast]
+        for event, parsed in rest:
             event_id = event.pk
             try:
                 with transaction.atomic():
-                    inbound_event_process(event_id=event_id, claimed=event, mark=False)
+                    inbound_event_process(event_id=event_id, claimed=event, mark=False, parsed=parsed)
                 applied.append(event_id)
             except StatusForUnknownMessage:
                 # Its message is being recorded right now; the single-event task retries it.
@@ -202,7 +212,16 @@ def _batch_apply(events: list[InboundEvent]) -> None:
         )
 
 
-def inbound_event_process(*, event_id: int, claimed: InboundEvent | None = None, mark: bool = True) -> None:
+def inbound_event_parse(event: InboundEvent) -> list:
+    """The neutral events of a stored delivery; raises ParseError."""
+    headers = dict(event.headers or {})
+    raw = base64.b64decode(event.body) if headers.pop(BASE64_BODY, "") else event.body.encode()
+    return connector_for(event.channel).parse(event.channel, raw, headers)
+
+
+def inbound_event_process(
+    *, event_id: int, claimed: InboundEvent | None = None, mark: bool = True, parsed: list | None = None
+) -> None:
     """Parses and applies one stored delivery; every message, entry and change of a batch. A
     drainer passes the row it claimed (the claim counted the attempt; it marks its batch
     processed at once, `mark=False`); alone, it counts its own."""
@@ -212,13 +231,12 @@ def inbound_event_process(*, event_id: int, claimed: InboundEvent | None = None,
         if unfinished.update(attempts=F("attempts") + 1) != 1:
             return  # gone, or done by another worker
         event = InboundEvent.objects.select_related("channel", "channel__workspace").get(pk=event_id)
-    headers = dict(event.headers or {})
-    raw = base64.b64decode(event.body) if headers.pop(BASE64_BODY, "") else event.body.encode()
-    try:
-        parsed = connector_for(event.channel).parse(event.channel, raw, headers)
-    except ParseError as error:
-        InboundEvent.objects.filter(pk=event_id).update(state=InboundEvent.State.FAILED, error=str(error)[:2000])
-        return
+    if parsed is None:
+        try:
+            parsed = inbound_event_parse(event)
+        except ParseError as error:
+            InboundEvent.objects.filter(pk=event_id).update(state=InboundEvent.State.FAILED, error=str(error)[:2000])
+            return
     for item in parsed:
         if isinstance(item, InboundMessage):
             inbound_message_apply(channel=event.channel, inbound=item)
@@ -268,22 +286,12 @@ def inbound_message_apply(*, channel, inbound: InboundMessage) -> Message | None
         if Message.objects.filter(channel=channel, provider_id=inbound.provider_id).exists():
             return None
         inbound = _numbered_choice(conversation, channel, inbound)
-        message = Message.objects.create(
-            workspace_id=channel.workspace_id,
-            conversation=conversation,
-            channel=channel,
-            direction=Message.Direction.INBOUND,
-            sender_kind=Message.Sender.CONTACT,
-            kind=inbound.kind,
-            text=inbound.text,
-            payload=inbound.payload,
-            provider_id=inbound.provider_id,
-            provider_timestamp=inbound.timestamp,
-            state=DeliveryState.RECEIVED,
-            reply_to=Message.objects.filter(channel=channel, provider_id=inbound.reply_to_provider_id).first()
-            if inbound.reply_to_provider_id
-            else None,
-        )
+        message = inbound_message_row(conversation, channel, inbound)
+        if inbound.reply_to_provider_id:
+            message.reply_to = Message.objects.filter(
+                channel=channel, provider_id=inbound.reply_to_provider_id
+            ).first()
+        message.save(force_insert=True)
         automated = automation_wanted(conversation=conversation)
         _conversation_note_inbound(
             conversation, channel, inbound, surveyed=surveyed, cursor=None if automated else message.pk
@@ -415,9 +423,35 @@ def reachability_apply(*, channel, update: ReachabilityUpdate) -> None:
     )
 
 
+def inbound_message_row(conversation: Conversation, channel, inbound: InboundMessage) -> Message:
+    """The customer's message as it is stored (not saved yet: the fast lane inserts many at once)."""
+    return Message(
+        workspace_id=channel.workspace_id,
+        conversation=conversation,
+        channel=channel,
+        direction=Message.Direction.INBOUND,
+        sender_kind=Message.Sender.CONTACT,
+        kind=inbound.kind,
+        text=inbound.text,
+        payload=inbound.payload,
+        provider_id=inbound.provider_id,
+        provider_timestamp=inbound.timestamp,
+        state=DeliveryState.RECEIVED,
+    )
+
+
 def _conversation_note_inbound(
     conversation: Conversation, channel, inbound: InboundMessage, *, surveyed: bool = False, cursor: int | None = None
 ) -> None:
+    fields = conversation_inbound_fields(conversation, channel, inbound, surveyed=surveyed, cursor=cursor)
+    conversation.save(update_fields=list(fields))
+
+
+def conversation_inbound_fields(
+    conversation: Conversation, channel, inbound: InboundMessage, *, surveyed: bool = False, cursor: int | None = None
+) -> dict:
+    """What a customer's message changes on its conversation, set on `conversation` (not saved)
+    and returned: the window, the unread count, waiting since, reopening a closed or snoozed one."""
     now = timezone.now()
     connector = connector_for(channel)
     fields = {"last_message_at": now, "last_inbound_at": now}
@@ -437,7 +471,7 @@ def _conversation_note_inbound(
         fields["authorized"] = True  # the shop vouched for who is writing (web chat)
     for name, value in fields.items():
         setattr(conversation, name, value)
-    conversation.save(update_fields=list(fields))
+    return fields
 
 
 def _attachment_expect(message: Message, media: dict) -> Attachment:
