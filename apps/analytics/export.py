@@ -362,7 +362,29 @@ def export_write(settings, *, now: datetime) -> str:
             content.write(chunk)
         content.seek(0)
     with content:  # written to a local file first: the storage (S3) uploads a file, not a stream
-        return storages["exports"].save(export_path(settings, now=now), File(content))
+        name = storages["exports"].save(export_path(settings, now=now), File(content))
+    export_audit(
+        workspace_id=settings.workspace_id,
+        described=f"Scheduled export {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC ({settings.export_format})",
+        details={"format": settings.export_format, "scheduled": True, "file": name},
+    )
+    return name
+
+
+def export_audit(*, workspace_id: int, described: str, details: dict, request=None) -> None:
+    """The audit log's entry for an export of the conversations report: who (the signed-in person,
+    the API token, or nobody for the schedule), which range and filters, which file."""
+    from apps.workspaces.models import AuditEntry
+    from apps.workspaces.services import audit_record
+
+    audit_record(
+        action=AuditEntry.Action.EXPORT,
+        workspace_id=workspace_id,
+        object_type="report",
+        object_repr=described,
+        details=details,
+        request=request,
+    )
 
 
 def exports_run_due(*, now: datetime) -> int:

@@ -177,6 +177,53 @@ def test_the_export_service_signature_the_analytics_export_calls(tenants):
     assert entries(action="export") == [(tenants.supervisor.username, "export", "report")]
 
 
+def test_downloading_the_analytics_export_records_who_which_range_and_format(tenants):
+    response = client_for(tenants.supervisor).get(
+        "/api/v1/reports/export/", {"from": "2025-01-01", "to": "2025-01-31", "format": "xlsx"}
+    )
+    b"".join(response.streaming_content)
+
+    assert response.status_code == 200
+    entry = AuditEntry.objects.get(action="export")
+    assert (entry.actor, entry.workspace, entry.object_type) == (tenants.supervisor, tenants.a, "report")
+    assert entry.object_repr == "Conversations 2025-01-01 to 2025-01-31 (XLSX)"
+    assert entry.details == {"format": "xlsx", "from": "2025-01-01", "to": "2025-01-31"}
+
+
+def test_an_export_by_api_token_names_the_token_and_a_refused_one_records_nothing(tenants):
+    from tests.conftest import token_client
+
+    token_client(tenants.token_a).get("/api/v1/reports/export/", {"format": "csv"})
+    refused = client_for(tenants.teammate).get("/api/v1/reports/export/", {"format": "csv"})
+    bad = client_for(tenants.supervisor).get("/api/v1/reports/export/", {"format": "pdf"})
+
+    assert (refused.status_code, bad.status_code) == (403, 400)
+    [entry] = AuditEntry.objects.filter(action="export")
+    assert entry.actor is None and entry.actor_label and entry.workspace == tenants.a
+    assert entry.details["format"] == "csv"
+
+
+def test_a_scheduled_export_is_recorded_with_its_file_and_no_person(tenants, settings, tmp_path):
+    from datetime import UTC, datetime
+
+    from apps.analytics.export import exports_run_due
+    from apps.analytics.models import Settings
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "exports": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
+    }
+    Settings.objects.create(workspace=tenants.a, export_enabled=True)
+
+    assert exports_run_due(now=datetime(2026, 12, 2, 12, 0, tzinfo=UTC)) == 1
+
+    entry = AuditEntry.objects.get(action="export")
+    assert (entry.actor, entry.workspace, entry.object_type) == (None, tenants.a, "report")
+    assert entry.details["scheduled"] is True and entry.details["file"].endswith(".csv")
+    # The window ends EXPORT_SETTLE (5 minutes) before the run, for late events to be folded.
+    assert entry.object_repr == "Scheduled export 2026-12-01 11:55 to 2026-12-02 11:55 UTC (csv)"
+
+
 # Who reads the log ------------------------------------------------------------------------------
 
 

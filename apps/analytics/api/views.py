@@ -26,6 +26,7 @@ from apps.analytics.export import (
     FIELDS,
     XLSX_MEDIA_TYPE,
     cycles_for_report,
+    export_audit,
     export_csv_stream,
     export_filename,
     export_row,
@@ -133,6 +134,12 @@ class ExportView(ReportView):
         filters = report_filters(workspace=request.workspace, query=request.query_params)
         cycles, names = cycles_for_report(filters), names_of(filters.workspace)
         filename = export_filename(filters, extension)
+        export_audit(
+            workspace_id=request.workspace.pk,
+            described=f"Conversations {filters.start} to {filters.end} ({extension.upper()})",
+            details={"format": extension, **filters.query()},
+            request=request,
+        )
         if extension == "csv":
             response = StreamingHttpResponse(
                 streamed(request, export_csv_stream(cycles, names)), content_type=CSV_MEDIA_TYPE
