@@ -96,6 +96,7 @@ class Reason:
     QUIET_HOURS = "waiting: quiet hours"
     DAILY_LIMIT = "waiting: the number's daily messaging limit"
     TEMPLATE_REFUSED = "paused: the provider refused the template"
+    TEMPLATE_NOT_APPROVED = "paused: the template {name} is {status}, not approved"
     CREDENTIALS = "paused: the channel's credentials were refused"
 
 
@@ -464,9 +465,10 @@ def _start(broadcast: Broadcast) -> Broadcast:
     return broadcast
 
 
-def broadcast_pause(*, broadcast: Broadcast) -> Broadcast:
-    """The sender stops after the messages already on their way (a second or two)."""
-    return _transition(broadcast, allowed=(State.RUNNING,), to=State.PAUSED, verb="paused", paused_reason="")
+def broadcast_pause(*, broadcast: Broadcast, reason: str = "") -> Broadcast:
+    """The sender stops after the messages already on their way (a second or two). `reason` is
+    empty for a pause by hand, else why Parley paused it (the provider paused its template)."""
+    return _transition(broadcast, allowed=(State.RUNNING,), to=State.PAUSED, verb="paused", paused_reason=reason[:300])
 
 
 def broadcast_resume(*, broadcast: Broadcast) -> Broadcast:
@@ -990,6 +992,8 @@ class Sender:
             threading.Thread(target=self._work, name=f"broadcast-{self.broadcast.pk}-{n}") for n in range(self.threads)
         ]
         try:
+            if self._template_unsendable():
+                return
             if not self.broadcast.audience_ready:
                 broadcast_audience_resolve(broadcast_id=self.broadcast.pk, heartbeat=self._beat_during)
             recipients_reconcile(broadcast_id=self.broadcast.pk, now=timezone.now())
@@ -1009,6 +1013,21 @@ class Sender:
                     worker.join()
             self.transport.close()
         self._finish()
+
+    def _template_unsendable(self) -> bool:
+        """The provider paused (or took back) the template since the broadcast was made: every send
+        would be refused, so it pauses at once with the reason instead (a scheduled one starting)."""
+        if self.template.status == MessageTemplate.Status.APPROVED:
+            return False
+        status = self.template.get_status_display().lower()
+        reason = Reason.TEMPLATE_NOT_APPROVED.format(name=self.template.name, status=status)
+        said = f" ({self.template.rejected_reason})" if self.template.rejected_reason else ""
+        Broadcast.objects.filter(pk=self.broadcast.pk, state=State.RUNNING, claimed_at=self.stamp).update(
+            state=State.PAUSED, paused_reason=f"{reason}{said}"[:300], claimed_at=None
+        )
+        self.stopping.set()
+        self._progress(force=True)
+        return True
 
     # Batches (main thread) ---------------------------------------------------------------------
 
@@ -1478,11 +1497,11 @@ class Pacer:
 
 class Transport:
     """`connector.send` on connections kept open for the run, one per sending thread. A connector
-    whose `send` takes `client=` gets a shared httpx client. WhatsApp's, until it does, is driven
-    here through its own body, URL, headers and error classification, over `http.client`: a new
-    httpx client per request (what `httpx.post` does) costs ~20 ms of CPU for its TLS context,
-    and even a shared one ~0.4 ms a request, four times http.client; at 1,000 messages a second
-    on two cores that is the difference.
+    whose `send` takes `client=` gets a shared httpx client. One that hands out its request and
+    reads its answer (`send_request` / `send_result`: WhatsApp's) is driven here over
+    `http.client`: a new httpx client per request (what `httpx.post` does) costs ~20 ms of CPU for
+    its TLS context, and even a shared one ~0.4 ms a request, four times http.client; at 1,000
+    messages a second on two cores that is the difference.
 
     A request that never fully left (no connection, a failed write) is safe to retry; one that
     left and got no answer may have been sent: `UnknownOutcome`."""
@@ -1490,33 +1509,31 @@ class Transport:
     def __init__(self, connector, channel, connections: int):
         self.connector, self.channel = connector, channel
         self.takes_client = "client" in inspect.signature(connector.send).parameters
+        self.raw = not self.takes_client and callable(getattr(connector, "send_request", None))
         self.local = threading.local()
         self.opened: list = []
         self.client = None
+        self.endpoint: tuple | None = None  # (url, https, host, port, path) of the last request
         if self.takes_client:
             limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
             self.client = httpx.Client(timeout=HTTP_TIMEOUT, limits=limits)
-        elif connector.kind == "whatsapp":
-            url = urlsplit(connector._url(channel, f"{channel.credentials.get('phone_number_id', '')}/messages"))
-            self.https, self.host, self.port = url.scheme == "https", url.hostname, url.port
-            self.path = url.path + (f"?{url.query}" if url.query else "")
-            self.headers = {**connector._headers(channel), "Content-Type": "application/json"}
-            self.tls = ssl.create_default_context() if self.https else None
+        self.tls: ssl.SSLContext | None = None
 
     def send(self, outbound: OutboundMessage) -> SendResult:
         if self.takes_client:
             return self.connector.send(self.channel, outbound, client=self.client)
-        if self.connector.kind == "whatsapp":
-            return self._whatsapp(outbound)
+        if self.raw:
+            return self._raw(outbound)
         return self.connector.send(self.channel, outbound)
 
-    def _whatsapp(self, outbound: OutboundMessage) -> SendResult:
-        body = json.dumps(self.connector.body_for(outbound), separators=(",", ":")).encode()
+    def _raw(self, outbound: OutboundMessage) -> SendResult:
+        url, headers, body = self.connector.send_request(self.channel, outbound)
+        path = self._endpoint(url)[4]
         conn = self._connection()
         try:
             if conn.sock is None:
                 conn.connect()
-            conn.request("POST", self.path, body=body, headers=self.headers)
+            conn.request("POST", path, body=body, headers=headers)
         except (OSError, http.client.HTTPException) as error:
             conn.close()
             raise network_error(error) from error
@@ -1526,15 +1543,16 @@ class Transport:
         except (OSError, http.client.HTTPException) as error:
             conn.close()
             raise UnknownOutcome(repr(error)) from error
-        if 200 <= response.status < 300:
-            try:
-                return SendResult(provider_id=json.loads(content)["messages"][0]["id"])
-            except (ValueError, KeyError, IndexError, TypeError) as error:
-                raise ProviderError(
-                    ErrorClass.RETRY, "bad_response", f"unexpected answer: {content!r:.200}"
-                ) from error
-        self.connector._answer(httpx.Response(response.status, headers=response.getheaders(), content=content))
-        raise ProviderError(ErrorClass.RETRY, str(response.status), "unexpected answer")  # _answer raised already
+        return self.connector.send_result(response.status, content, response.getheaders())
+
+    def _endpoint(self, url: str) -> tuple:
+        """Where the connector's requests go: the same URL every time for a channel, so split once."""
+        endpoint = self.endpoint
+        if endpoint is None or endpoint[0] != url:
+            parts = urlsplit(url)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            endpoint = self.endpoint = (url, parts.scheme == "https", parts.hostname, parts.port, path)
+        return endpoint
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self.local, "connection", None)
@@ -1542,10 +1560,12 @@ class Transport:
             conn.close()  # the server closed it while idle: reconnect rather than write into it
         if conn is None:
             timeout = HTTP_TIMEOUT.read or 10.0
-            if self.https:
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
+            _, https, host, port, _ = self.endpoint
+            if https:
+                self.tls = self.tls or ssl.create_default_context()
+                conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls)
             else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
             self.local.connection = conn
             self.opened.append(conn)
         return conn

@@ -24,6 +24,7 @@ from apps.connectors.services import (
     webhook_replay,
     webhook_subscriptions_changed,
 )
+from apps.connectors.templates import template_delete, template_submit
 from apps.core.admin import WorkspaceScopedAdmin
 from apps.core.exceptions import DomainError
 from apps.workspaces.admin import AuditedAdmin
@@ -162,12 +163,18 @@ class MessageTemplateForm(forms.ModelForm):
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(WorkspaceScopedAdmin):
     """The provider's templates, synced (read-only here: the provider decides them), and local
-    drafts a supervisor writes before submitting them to Meta. Operators may send the approved
-    ones once the customer-service window has closed (the inbox offers them); broadcasts and
-    campaigns use them. The change page previews a template as the customer will see it."""
+    drafts a supervisor writes and submits to Meta for review ("Save and submit to Meta", or the
+    list's action): pending until Meta's verdict arrives by webhook. Operators may send the
+    approved ones once the customer-service window has closed (the inbox offers them); broadcasts
+    and campaigns use them. The change page previews a template as the customer will see it.
+    Deleting one deletes it at Meta too."""
 
     form = MessageTemplateForm
-    list_display = ("name", "language", "channel", "category", "status", "parameter_format", "synced_at", "workspace")
+    change_form_template = "admin/connectors/messagetemplate/change_form.html"
+    list_display = (
+        *("name", "language", "channel", "category", "status", "quality", "parameter_format", "synced_at"),
+        "workspace",
+    )
     list_filter = (
         "status",
         "category",
@@ -176,11 +183,12 @@ class MessageTemplateAdmin(WorkspaceScopedAdmin):
     )
     list_select_related = ("channel", "workspace")
     search_fields = ("name", "body")
-    actions = ["sync_channels", "copy_as_draft"]
+    actions = ["sync_channels", "copy_as_draft", "submit_for_review"]
     readonly_fields = (
         "workspace",
         "status",
         "rejected_reason",
+        "quality",
         "provider_id",
         "synced_at",
         "variable_list",
@@ -197,7 +205,7 @@ class MessageTemplateAdmin(WorkspaceScopedAdmin):
             fieldsets.append(
                 (
                     _("At the provider"),
-                    {"fields": ("workspace", "status", "rejected_reason", "provider_id", "synced_at")},
+                    {"fields": ("workspace", "status", "rejected_reason", "quality", "provider_id", "synced_at")},
                 )
             )
         return fieldsets
@@ -219,6 +227,35 @@ class MessageTemplateAdmin(WorkspaceScopedAdmin):
         if not change:
             obj.status = MessageTemplate.Status.DRAFT
         super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if SUBMIT_BUTTON in request.POST:
+            return self._submitted(request, obj)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        if SUBMIT_BUTTON in request.POST:
+            return self._submitted(request, obj)
+        return super().response_change(request, obj)
+
+    def _submitted(self, request, template):
+        """After "Save and submit to Meta": the draft is saved whatever Meta says; its answer is shown."""
+        _submit(request, template)
+        return redirect("admin:connectors_messagetemplate_change", template.pk)
+
+    def delete_model(self, request, obj):
+        """At the provider too; a refusal keeps the template, and says why."""
+        if not _delete(request, obj):
+            request.template_kept = True
+
+    def delete_queryset(self, request, queryset):
+        for template in queryset:
+            _delete(request, template)
+
+    def response_delete(self, request, obj_display, obj_id):
+        if getattr(request, "template_kept", False):
+            return redirect("admin:connectors_messagetemplate_change", obj_id)
+        return super().response_delete(request, obj_display, obj_id)
 
     def get_urls(self):
         def wrap(view):
@@ -265,6 +302,11 @@ class MessageTemplateAdmin(WorkspaceScopedAdmin):
             messages.success(
                 request, _("Draft %(name)s made from %(source)s.") % {"name": copy.name, "source": template.name}
             )
+
+    @admin.action(description=_("Submit the selected drafts to Meta for review"))
+    def submit_for_review(self, request, queryset):
+        for template in queryset.select_related("channel"):
+            _submit(request, template)
 
     # Preview -----------------------------------------------------------------------------------
 
@@ -320,6 +362,50 @@ class MessageTemplateAdmin(WorkspaceScopedAdmin):
         examples = list(obj.example or [])
         rows = [(v.label, examples[i] if i < len(examples) else "") for i, v in enumerate(variables)]
         return format_html("<ol>{}</ol>", format_html_join("", "<li><code>{}</code> e.g. {}</li>", rows))
+
+
+SUBMIT_BUTTON = "_submit_review"
+
+
+def _submit(request, template) -> None:
+    try:
+        template = template_submit(template=template)
+    except DomainError as error:
+        problems = [f"{field}: {'; '.join(map(str, errors))}" for field, errors in (error.fields or {}).items()]
+        messages.error(
+            request,
+            _("%(name)s was not submitted: %(detail)s%(fields)s")
+            % {
+                "name": template.name,
+                "detail": error.detail,
+                "fields": f" ({' / '.join(problems)})" if problems else "",
+            },
+        )
+        return
+    messages.success(
+        request,
+        _(
+            "%(name)s was submitted to Meta: %(status)s. Meta's verdict (approved, or rejected with the reason) "
+            "will show here when it arrives."
+        )
+        % {"name": template.name, "status": template.get_status_display().lower()},
+    )
+
+
+def _delete(request, template) -> bool:
+    """True when it is gone (or kept, paused, for the broadcasts that used it)."""
+    name = str(template)
+    try:
+        gone = template_delete(template=template)
+    except DomainError as error:
+        messages.error(request, _("%(name)s was kept: %(detail)s") % {"name": name, "detail": error.detail})
+        return False
+    if not gone:
+        messages.warning(
+            request,
+            _("%(name)s was deleted at the provider and kept here, paused, for its broadcasts.") % {"name": name},
+        )
+    return True
 
 
 def _mapping_from(query, template, choices) -> list[dict]:

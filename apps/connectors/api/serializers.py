@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from apps.connectors.models import WEBHOOK_EVENTS, Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
-from apps.core.api.serializers import StrictModelSerializer
+from apps.core.api.serializers import StrictModelSerializer, StrictSerializerMixin, WorkspaceRelatedField
 
 
 class ChannelSerializer(serializers.ModelSerializer):
@@ -34,6 +34,8 @@ class MessageTemplateSerializer(serializers.ModelSerializer):
             "example",
             "status",
             "rejected_reason",
+            "quality",
+            "provider_id",
             "synced_at",
             "variable_count",
             "variables",
@@ -43,6 +45,28 @@ class MessageTemplateSerializer(serializers.ModelSerializer):
     def get_variables(self, template) -> list[dict]:
         """What a send needs, in order (header, body, buttons): one value each."""
         return [{"slot": variable.slot, "label": variable.label} for variable in template.variables]
+
+
+class MessageTemplateDraftSerializer(StrictSerializerMixin, serializers.Serializer):
+    """A draft's content (checked whole by the service: names, limits, variables, examples). Its
+    channel is chosen when it is made; to change a submitted template, copy it to a new draft."""
+
+    name = serializers.CharField(max_length=512, help_text="Lower-case letters, digits and underscores.")
+    language = serializers.CharField(max_length=15, help_text="e.g. en, en_US, ar")
+    category = serializers.ChoiceField(choices=MessageTemplate.Category.choices)
+    parameter_format = serializers.ChoiceField(choices=MessageTemplate.ParameterFormat.choices, required=False)
+    header_format = serializers.ChoiceField(
+        choices=MessageTemplate.HeaderFormat.choices, required=False, allow_blank=True
+    )
+    header = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    body = serializers.CharField(help_text="With variables: Hi {{1}}, your order {{2}} has shipped.")
+    footer = serializers.CharField(max_length=60, required=False, allow_blank=True)
+    buttons = serializers.JSONField(required=False, help_text=MessageTemplate._meta.get_field("buttons").help_text)
+    example = serializers.JSONField(required=False, help_text=MessageTemplate._meta.get_field("example").help_text)
+
+
+class MessageTemplateCreateSerializer(MessageTemplateDraftSerializer):
+    channel = WorkspaceRelatedField(queryset=Channel.objects.all())
 
 
 class WebhookSubscriptionSerializer(StrictModelSerializer):

@@ -1,14 +1,26 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from apps.connectors.api.serializers import (
     ChannelSerializer,
+    MessageTemplateCreateSerializer,
+    MessageTemplateDraftSerializer,
     MessageTemplateSerializer,
     WebhookDeliverySerializer,
     WebhookSubscriptionSerializer,
 )
 from apps.connectors.models import Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
-from apps.connectors.services import webhook_subscriptions_changed
-from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceReadOnlyViewSet
+from apps.connectors.services import template_draft_copy, webhook_subscriptions_changed
+from apps.connectors.templates import (
+    template_delete,
+    template_draft_create,
+    template_draft_update,
+    template_submit,
+)
+from apps.core.api.serializers import StrictSerializerMixin
+from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceReadOnlyViewSet, WorkspaceViewSet
 
 
 class ChannelViewSet(WorkspaceReadOnlyViewSet):
@@ -19,12 +31,67 @@ class ChannelViewSet(WorkspaceReadOnlyViewSet):
     filterset_fields = ("kind", "enabled")
 
 
-class MessageTemplateViewSet(WorkspaceReadOnlyViewSet):
-    """Provider-approved templates per channel, with how many variables each needs."""
+class EmptySerializer(StrictSerializerMixin, serializers.Serializer):
+    pass
 
-    queryset = MessageTemplate.objects.all()
+
+class MessageTemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, WorkspaceViewSet):
+    """Message templates per channel, with how many variables each needs: the provider's
+    (synced, and approved ones sendable) and drafts. Write a draft (`POST`, `PATCH`), submit it
+    to Meta for review (`POST {id}/submit/`: pending, then approved or rejected by the status
+    webhook), copy any template to a new draft (`POST {id}/copy/`), delete one (here and at Meta)."""
+
+    queryset = MessageTemplate.objects.select_related("channel")
     serializer_class = MessageTemplateSerializer
     filterset_fields = ("channel", "status", "language", "category")
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def _valid(self, serializer_class, *, partial=False) -> dict:
+        serializer = serializer_class(data=self.request.data, partial=partial, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def _answer(self, template, code=status.HTTP_200_OK) -> Response:
+        return Response(MessageTemplateSerializer(template).data, status=code)
+
+    @extend_schema(request=MessageTemplateCreateSerializer, responses={201: MessageTemplateSerializer})
+    def create(self, request):
+        """A new draft of a WhatsApp channel."""
+        data = dict(self._valid(MessageTemplateCreateSerializer))
+        channel = data.pop("channel")
+        return self._answer(template_draft_create(channel=channel, fields=data), status.HTTP_201_CREATED)
+
+    @extend_schema(request=MessageTemplateDraftSerializer, responses={200: MessageTemplateSerializer})
+    def partial_update(self, request, pk=None):
+        """Changes a draft (only a draft: a submitted template is copied to a new one)."""
+        data = self._valid(MessageTemplateDraftSerializer, partial=True)
+        return self._answer(template_draft_update(template=self.get_object(), fields=data))
+
+    @extend_schema(responses={204: None, 200: MessageTemplateSerializer})
+    def destroy(self, request, pk=None):
+        """Deleted at Meta too (this language only); refused while a broadcast that may still send
+        or an enabled campaign uses it. One that finished broadcasts point at is kept, paused, for
+        their history (200 with it)."""
+        template = self.get_object()
+        if template_delete(template=template):
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return self._answer(MessageTemplate.objects.get(pk=template.pk))
+
+    @extend_schema(request=None, responses={200: MessageTemplateSerializer})
+    @action(detail=True, methods=["post"], serializer_class=EmptySerializer)
+    def submit(self, request, pk=None):
+        """Sends a draft to Meta for review: it comes back pending, with Meta's id; the verdict
+        (approved, or rejected with the reason) arrives by webhook. Meta's refusal is a 400 in
+        its own words (`template_name_taken` names the `name` field)."""
+        self._valid(EmptySerializer)
+        return self._answer(template_submit(template=self.get_object()))
+
+    @extend_schema(request=None, responses={201: MessageTemplateSerializer})
+    @action(detail=True, methods=["post"], serializer_class=EmptySerializer)
+    def copy(self, request, pk=None):
+        """A new draft with this template's content, named `<name>_v2` (or the next free number)."""
+        self._valid(EmptySerializer)
+        return self._answer(template_draft_copy(template=self.get_object()), status.HTTP_201_CREATED)
 
 
 class WebhookSubscriptionViewSet(WorkspaceModelViewSet):

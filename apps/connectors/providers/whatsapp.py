@@ -4,6 +4,8 @@ Credentials: access_token, app_secret, phone_number_id, waba_id.
 Settings: base_url (default https://graph.facebook.com), api_version (default v21.0).
 """
 
+import json
+import re
 from dataclasses import replace
 
 import httpx
@@ -19,6 +21,7 @@ from apps.connectors.base import (
     ProviderError,
     SendResult,
     StatusUpdate,
+    TemplateStatusUpdate,
     json_body,
     moment,
     network_error,
@@ -28,6 +31,7 @@ from apps.connectors.meta import MetaWebhooks
 from apps.core.exceptions import DomainError
 
 MB = 1024 * 1024
+VARIABLE_SUFFIX = re.compile(r"\{\{\s*[A-Za-z0-9_]+\s*\}\}")
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 
 # Error codes from Meta's documentation, by what Parley should do about them (CHANNELS.md).
@@ -58,6 +62,36 @@ TEMPLATE_FIELDS = "id,name,language,status,category,parameter_format,components,
 TEMPLATE_PAGE_SIZE = 100
 TEMPLATE_MAX_PAGES = 200  # 20,000 templates: far above Meta's per-account limit, a guard against a paging loop
 HEADER_FORMATS = ("text", "image", "video", "document")
+
+# The webhook fields that speak of templates, not conversations.
+TEMPLATE_STATUS_FIELD = "message_template_status_update"
+TEMPLATE_QUALITY_FIELD = "message_template_quality_update"
+# message_template_status_update's `event` in Parley's statuses (Meta's webhook reference). DISABLED,
+# ARCHIVED and a deletion cannot be sent, so they read as paused, with what happened as the reason;
+# FLAGGED (at risk of being disabled, still sendable), LOCKED and LIMIT_EXCEEDED leave it as it is.
+TEMPLATE_EVENTS = {
+    "APPROVED": "approved",
+    "REINSTATED": "approved",
+    "UNARCHIVED": "approved",
+    "PENDING": "pending",
+    "IN_APPEAL": "pending",
+    "REJECTED": "rejected",
+    "PAUSED": "paused",
+    "DISABLED": "paused",
+    "ARCHIVED": "paused",
+    "DELETED": "paused",
+    "PENDING_DELETION": "paused",
+}
+TEMPLATE_EVENT_WORDS = {
+    "DISABLED": "Disabled by Meta after repeated pauses (low quality): it cannot be sent again.",
+    "ARCHIVED": "Archived at Meta (unused for a long time); unarchive it in WhatsApp Manager to send it.",
+    "DELETED": "Deleted at Meta.",
+    "PENDING_DELETION": "Deleted at Meta.",
+}
+QUALITY_SCORES = ("GREEN", "YELLOW", "RED", "UNKNOWN")
+# Meta's answer to a template it already has in that language (or is still deleting): code 100,
+# this subcode.
+TEMPLATE_EXISTS_SUBCODE = 2388024
 
 
 def classify(code: str, http_status: int | None = None) -> ErrorClass:
@@ -95,10 +129,34 @@ class WhatsAppConnector(MetaWebhooks, Connector):
         events = []
         for entry in envelope.get("entry") or []:
             for change in entry.get("changes") or []:
-                if change.get("field") != "messages":
-                    continue  # account updates, template status, etc. are not conversations
-                events.extend(self._parse_value(change.get("value") or {}))
+                field = change.get("field")
+                if field == "messages":
+                    events.extend(self._parse_value(change.get("value") or {}))
+                elif field in (TEMPLATE_STATUS_FIELD, TEMPLATE_QUALITY_FIELD):
+                    events.append(self._parse_template(entry, field, change.get("value") or {}))
+                # account updates, phone number quality, etc. are neither conversations nor templates
         return events
+
+    def _parse_template(self, entry: dict, field: str, value: dict) -> TemplateStatusUpdate:
+        common = {
+            "account_id": str(entry.get("id", "")),
+            "template_id": str(value.get("message_template_id") or ""),
+            "name": value.get("message_template_name", ""),
+            "language": value.get("message_template_language", ""),
+            "timestamp": moment(entry.get("time")),
+        }
+        if field == TEMPLATE_QUALITY_FIELD:
+            score = str(value.get("new_quality_score", "")).upper()
+            return TemplateStatusUpdate(quality=score.lower() if score in QUALITY_SCORES else "", **common)
+        event = str(value.get("event", "")).upper()
+        flagged = True if event == "FLAGGED" else False if event in ("REINSTATED", "APPROVED") else None
+        return TemplateStatusUpdate(
+            status=TEMPLATE_EVENTS.get(event, ""),
+            event=event,
+            reason=_template_event_reason(event, value)[:300],
+            flagged=flagged,
+            **common,
+        )
 
     def _parse_value(self, value: dict) -> list:
         names = {c.get("wa_id"): (c.get("profile") or {}).get("name", "") for c in value.get("contacts") or []}
@@ -255,12 +313,32 @@ class WhatsAppConnector(MetaWebhooks, Connector):
             message = self._with_uploaded_media(channel, message)
         if message.kind == "template" and message.payload.get("template_id"):
             message = self._with_current_template(channel, message)
-        path = f"{channel.credentials.get('phone_number_id', '')}/messages"
-        data = self._post(channel, path, json=self.body_for(message))
+        url, headers, body = self.send_request(channel, message)
         try:
-            return SendResult(provider_id=data["messages"][0]["id"])
-        except (KeyError, IndexError, TypeError) as error:
-            raise ProviderError(ErrorClass.RETRY, "bad_response", f"unexpected answer: {data!r:.200}") from error
+            response = httpx.post(url, content=body, headers=headers, timeout=HTTP_TIMEOUT)
+        except httpx.HTTPError as error:
+            raise network_error(error) from error
+        return self.send_result(response.status_code, response.content, response.headers)
+
+    def send_request(self, channel, message: OutboundMessage) -> tuple[str, dict, bytes]:
+        """The POST that sends `message` as it stands (its media already uploaded, a template's
+        payload already built): URL, headers and JSON body, for a caller with its own HTTP
+        connections (the broadcast sender)."""
+        url = self._url(channel, f"{channel.credentials.get('phone_number_id', '')}/messages")
+        headers = {**self._headers(channel), "Content-Type": "application/json"}
+        return url, headers, json.dumps(self.body_for(message), separators=(",", ":")).encode()
+
+    def send_result(self, status: int, content: bytes, headers=None) -> SendResult:
+        """The answer to `send_request`'s POST: the message's id, or ProviderError classified."""
+        if 200 <= status < 300:
+            try:
+                return SendResult(provider_id=json.loads(content)["messages"][0]["id"])
+            except (ValueError, KeyError, IndexError, TypeError) as error:
+                raise ProviderError(
+                    ErrorClass.RETRY, "bad_response", f"unexpected answer: {content!r:.200}"
+                ) from error
+        self._answer(httpx.Response(status, headers=headers or {}, content=content))
+        raise ProviderError(classify("", status), str(status), "unexpected answer")  # _answer raised already
 
     def _with_uploaded_media(self, channel, message: OutboundMessage) -> OutboundMessage:
         media = dict(message.media)
@@ -349,12 +427,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
         """Every page of `GET /{waba-id}/message_templates`. Pages are asked for with the `after`
         cursor on our own URL rather than by following `paging.next`, so the token only ever
         goes to the channel's base_url."""
-        waba_id = channel.credentials.get("waba_id", "")
-        if not waba_id:
-            raise DomainError(
-                "This WhatsApp channel has no waba_id in its credentials: templates belong to the business account.",
-                code="waba_id_missing",
-            )
+        waba_id = self._waba_id(channel)
         params = {"fields": TEMPLATE_FIELDS, "limit": TEMPLATE_PAGE_SIZE}
         templates: list[dict] = []
         for _page in range(TEMPLATE_MAX_PAGES):
@@ -366,6 +439,55 @@ class WhatsAppConnector(MetaWebhooks, Connector):
                 break
             params = {**params, "after": after}
         return templates
+
+    def _waba_id(self, channel) -> str:
+        waba_id = channel.credentials.get("waba_id", "")
+        if not waba_id:
+            raise DomainError(
+                "This WhatsApp channel has no waba_id in its credentials: templates belong to the business account.",
+                code="waba_id_missing",
+            )
+        return waba_id
+
+    def template_submit(self, channel, template) -> dict:
+        """`POST /{waba-id}/message_templates` with the draft in Meta's shape: {"provider_id",
+        "status", "category"} as Meta answers (PENDING while it reviews; it may re-categorise).
+        A template Meta refuses is a DomainError with its words; a network, token or
+        rate problem is a ProviderError."""
+        waba_id = self._waba_id(channel)
+        data = self._template_call(
+            channel, "POST", f"{waba_id}/message_templates", json=template_definition(template), template=template
+        )
+        return {
+            "provider_id": str(data.get("id", "")),
+            "status": TEMPLATE_STATUSES.get(str(data.get("status", "")).upper(), "pending"),
+            "category": TEMPLATE_CATEGORIES.get(str(data.get("category", "")).upper(), template.category),
+        }
+
+    def template_delete(self, channel, template) -> None:
+        """`DELETE /{waba-id}/message_templates?name=…`, with `hsm_id` when the template's id is
+        known so that only this language goes (by name alone Meta deletes every language)."""
+        params = {"name": template.name}
+        if template.provider_id:
+            params["hsm_id"] = template.provider_id
+        self._template_call(
+            channel, "DELETE", f"{self._waba_id(channel)}/message_templates", params=params, template=template
+        )
+
+    def _template_call(self, channel, method: str, path: str, *, template, **kwargs) -> dict:
+        try:
+            response = httpx.request(
+                method, self._url(channel, path), headers=self._headers(channel), timeout=HTTP_TIMEOUT, **kwargs
+            )
+        except httpx.HTTPError as error:
+            raise network_error(error) from error
+        error = _graph_error(response)
+        if error is None:
+            return self._answer(response)
+        code, subcode = str(error.get("code", "")), error.get("error_subcode")
+        if classify(code, response.status_code) != ErrorClass.FATAL:
+            self._answer(response)  # retry, credentials: a ProviderError like any other call's
+        raise _template_refusal(template, code, subcode, error)
 
     def _get(self, channel, path: str, **kwargs) -> dict:
         try:
@@ -432,6 +554,128 @@ class WhatsAppConnector(MetaWebhooks, Connector):
 
 
 # Meta's template objects ----------------------------------------------------------------------
+
+
+def template_definition(template) -> dict:
+    """A draft in the shape `POST /{waba-id}/message_templates` takes: each part with its text
+    and an example of every variable (Meta reviews with them)."""
+    values = template.values(template.example)
+    components = [
+        c
+        for c in (
+            _header_definition(template, values),
+            _body_definition(template, values),
+            _footer_definition(template),
+        )
+        if c
+    ]
+    if template.buttons:
+        components.append(
+            {"type": "BUTTONS", "buttons": [_button_definition(i, b, values) for i, b in enumerate(template.buttons)]}
+        )
+    return {
+        "name": template.name,
+        "language": template.language,
+        "category": template.category.upper(),
+        "parameter_format": template.parameter_format.upper(),
+        "components": components,
+    }
+
+
+def _text_examples(template, component: str, text: str, values: dict) -> dict:
+    names = template.names_in(text)
+    if not names:
+        return {}
+    key = f"{component}_text"
+    if template.named:
+        named = [{"param_name": n, "example": values.get(template.slot_of(component, n), "")} for n in names]
+        return {"example": {f"{key}_named_params": named}}
+    samples = [values.get(template.slot_of(component, n), "") for n in names]
+    return {"example": {key: samples if component == "header" else [samples]}}  # the body's: a list of one list
+
+
+def _header_definition(template, values: dict) -> dict | None:
+    if not template.header_format:
+        return None
+    if template.header_format == "text":
+        header = {"type": "HEADER", "format": "TEXT", "text": template.header}
+        return {**header, **_text_examples(template, "header", template.header, values)}
+    # Meta wants a handle from its Resumable Upload API here; the file's URL stands in for it.
+    return {
+        "type": "HEADER",
+        "format": template.header_format.upper(),
+        "example": {"header_handle": [template.header]},
+    }
+
+
+def _body_definition(template, values: dict) -> dict:
+    return {"type": "BODY", "text": template.body, **_text_examples(template, "body", template.body, values)}
+
+
+def _footer_definition(template) -> dict | None:
+    return {"type": "FOOTER", "text": template.footer} if template.footer else None
+
+
+def _button_definition(index: int, button: dict, values: dict) -> dict:
+    kind = str(button.get("type", "")).upper()
+    sample = values.get(f"button.{index}", "")
+    if kind == "COPY_CODE":
+        return {"type": kind, "example": sample}
+    defined = {"type": kind, "text": button.get("text", "")}
+    if kind == "URL":
+        defined["url"] = button.get("url", "")
+        if "{{" in defined["url"]:
+            defined["example"] = [VARIABLE_SUFFIX.sub(sample, defined["url"])]
+    elif kind == "PHONE_NUMBER":
+        defined["phone_number"] = button.get("phone_number", "")
+    elif kind == "OTP":
+        defined["otp_type"] = str(button.get("otp_type") or "COPY_CODE").upper()
+    return defined
+
+
+def _graph_error(response: httpx.Response) -> dict | None:
+    """The `error` object of a Graph answer that is one (4xx, 5xx), else None."""
+    if response.is_success:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else {"code": response.status_code}
+
+
+def _template_refusal(template, code: str, subcode, error: dict) -> DomainError:
+    """Meta's refusal of a template in words a supervisor can act on: its `error_user_msg` (what
+    WhatsApp Manager would show), else the error's details."""
+    words = error.get("error_user_msg") or (error.get("error_data") or {}).get("details") or error.get("message")
+    title = error.get("error_user_title") or ""
+    said = f"{title}: {words}" if title and words else str(words or title or f"error {code}")
+    if str(subcode) == str(TEMPLATE_EXISTS_SUBCODE):
+        return DomainError(
+            f"Meta already has a template {template.name} in {template.language} (or is still deleting one): "
+            f"choose another name. Meta said: {said}",
+            code="template_name_taken",
+            fields={"name": [f"Meta already has {template.name} in {template.language}; choose another name."]},
+        )
+    return DomainError(f"Meta refused the template: {said} (code {code})", code="template_refused")
+
+
+def _template_event_reason(event: str, value: dict) -> str:
+    """What a supervisor reads about a status event: a rejection's reason and Meta's advice, a
+    pause's kind and description, or what a disable, archive or deletion means."""
+    reason = str(value.get("reason") or "")
+    reason = "" if reason.upper() == "NONE" else reason
+    if event == "REJECTED":
+        info = value.get("rejection_info") if isinstance(value.get("rejection_info"), dict) else {}
+        advice = " ".join(str(info.get(k) or "") for k in ("reason", "recommendation")).strip()
+        return f"{reason}: {advice}" if reason and advice else reason or advice or "Rejected by Meta."
+    if event == "PAUSED":
+        other = value.get("other_info") if isinstance(value.get("other_info"), dict) else {}
+        kind, description = str(other.get("title") or ""), str(other.get("description") or "")
+        said = f"{kind}: {description}" if kind and description else kind or description
+        return f"Paused by Meta (low quality){f' — {said}' if said else ''}."
+    return TEMPLATE_EVENT_WORDS.get(event, reason)
 
 
 def template_from_graph(item) -> dict | None:

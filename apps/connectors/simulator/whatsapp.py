@@ -53,7 +53,11 @@ from .whatsapp_payloads import (
     preview,
     status_object,
     statuses_envelope,
+    template_create,
+    template_delete,
     template_page,
+    template_quality_envelope,
+    template_status_envelope,
     template_upsert,
     validate_send,
     wire_bytes,
@@ -68,6 +72,30 @@ AUTO_STATUS_PLANS = {
     "read": ("sent", "delivered", "read"),
 }
 FAULT_MODES = ("sync", "async", "timeout")
+# What Meta's review of a submitted template decides, after `template_review_delay` seconds;
+# "manual" leaves it PENDING for POST /_simulator/templates/review.
+TEMPLATE_REVIEWS = ("approve", "reject", "manual")
+# A status event's effect on the catalog entry (Meta's message_template_status_update events); None
+# removes it, an event not listed (FLAGGED, LOCKED…) leaves the status as it is.
+TEMPLATE_EVENT_STATUS = {
+    "APPROVED": "APPROVED",
+    "REINSTATED": "APPROVED",
+    "UNARCHIVED": "APPROVED",
+    "PENDING": "PENDING",
+    "IN_APPEAL": "IN_APPEAL",
+    "REJECTED": "REJECTED",
+    "PAUSED": "PAUSED",
+    "DISABLED": "DISABLED",
+    "ARCHIVED": "ARCHIVED",
+    "DELETED": None,
+    "PENDING_DELETION": None,
+}
+TEMPLATE_EVENTS = (*TEMPLATE_EVENT_STATUS, "FLAGGED", "LOCKED", "UNLOCKED", "LIMIT_EXCEEDED")
+QUALITY_SCORES = ("GREEN", "YELLOW", "RED", "UNKNOWN")
+REJECTION = {
+    "reason": "The template's format is not valid.",
+    "recommendation": "Check the variables and the sample values, then submit it again.",
+}
 OBJECT_ID = r"(?P<object_id>[^/_][^/]*)"  # a Graph object id; never one of our /_ paths
 
 
@@ -120,6 +148,8 @@ class Settings:
     webhook_backoff: float = 0.25
     webhook_timeout: float = 3.0
     templates_page_size: int = 100  # the largest page of templates one call returns, whatever `limit` asks
+    template_review: str = "approve"  # what the review of a submitted template decides, see TEMPLATE_REVIEWS
+    template_review_delay: float = 2.0  # seconds from submission to the review's status webhook
 
     def update(self, body: dict[str, Any]) -> None:
         types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
@@ -134,6 +164,8 @@ class Settings:
     def _coerce(key: str, value: Any, kind: type) -> Any:
         if key == "auto_status" and value not in AUTO_STATUS_PLANS:
             raise ControlError(f"auto_status must be one of {sorted(AUTO_STATUS_PLANS)}")
+        if key == "template_review" and value not in TEMPLATE_REVIEWS:
+            raise ControlError(f"template_review must be one of {list(TEMPLATE_REVIEWS)}")
         if kind is list:
             if not isinstance(value, list):
                 raise ControlError(f"{key} must be a list")
@@ -316,6 +348,8 @@ class WhatsApp(Provider):
             route("POST", rf"/{OBJECT_ID}/messages", self._send),
             route("POST", rf"/{OBJECT_ID}/media", self._upload_media),
             route("GET", rf"/{OBJECT_ID}/message_templates", self._templates),
+            route("POST", rf"/{OBJECT_ID}/message_templates", self._create_template),
+            route("DELETE", rf"/{OBJECT_ID}/message_templates", self._delete_template),
             route("GET", r"/_media/(?P<media_id>[^/]+)", self._download_media),
             route("GET", rf"/{OBJECT_ID}", self._get_object),
             route("DELETE", rf"/{OBJECT_ID}", self._delete_media),
@@ -339,6 +373,8 @@ class WhatsApp(Provider):
             ("GET", "templates"): self._list_templates,
             ("POST", "templates"): self._put_template,
             ("POST", "templates/delete"): self._delete_templates,
+            ("POST", "templates/review"): self._review_template,
+            ("POST", "templates/quality"): self._rate_template,
         }
 
     # Graph API: sending -------------------------------------------------------------------------
@@ -553,6 +589,51 @@ class WhatsApp(Provider):
         except GraphError as error:
             return json_response(error.body(), error.http_status)
         return json_response(page)
+
+    def _create_template(self, request: Request, object_id: str) -> Response | None:
+        """A template submitted for review: checked as Meta checks it, stored PENDING, and reviewed
+        in the background after `template_review_delay` (see TEMPLATE_REVIEWS)."""
+        owners = self._waba_channels(object_id)
+        if not owners:
+            return None
+        generation = self.generation
+        try:
+            self._check_token(request, owners)
+            with self.lock:
+                created = copy.deepcopy(template_create(self._catalog(object_id), _json_or_none(request)))
+        except GraphError as error:
+            return json_response(error.body(), error.http_status)
+        response = json_response({"id": created["id"], "status": created["status"], "category": created["category"]})
+        if self.settings.template_review != "manual":
+            response.after.append(lambda: in_background(self._review_later, object_id, created, generation))
+        return response
+
+    def _review_later(self, waba_id: str, created: dict[str, Any], generation: int) -> None:
+        time.sleep(self.settings.template_review_delay)
+        with self.lock:
+            current = next((t for t in self._catalog(waba_id) if t["id"] == created["id"]), None)
+        if self.generation != generation or current is None or current["status"] != "PENDING":
+            return  # reset, deleted, or reviewed by hand meanwhile
+        if self.settings.template_review == "approve":
+            self._template_event(waba_id, current, "APPROVED")
+        else:
+            self._template_event(waba_id, current, "REJECTED", reason="INVALID_FORMAT", rejection_info=REJECTION)
+
+    def _delete_template(self, request: Request, object_id: str) -> Response | None:
+        owners = self._waba_channels(object_id)
+        if not owners:
+            return None
+        try:
+            self._check_token(request, owners)
+            with self.lock:
+                template_delete(self._catalog(object_id), request.query.get("name"), request.query.get("hsm_id"))
+        except GraphError as error:
+            return json_response(error.body(), error.http_status)
+        return json_response({"success": True})
+
+    def _waba_channels(self, waba_id: str) -> list[Channel]:
+        with self.lock:
+            return [c for c in self.channels_by_id.values() if c.waba_id == waba_id]
 
     def _catalog(self, waba_id: str) -> list[dict[str, Any]]:
         """The account's templates, the stock catalog until changed; call with the lock held."""
@@ -850,6 +931,69 @@ class WhatsApp(Provider):
             deleted = len(catalog) - len(kept)
             catalog[:] = kept
         return json_response({"deleted": deleted})
+
+    def _review_template(self, request: Request) -> Response:
+        """Meta's word on a template, now: `event` (APPROVED, REJECTED, PAUSED, DISABLED, FLAGGED,
+        REINSTATED…) changes the catalog entry and is sent as the account's status webhook."""
+        body = request.json_object()
+        waba_id, event = self._waba_of(body), str(body.get("event", "")).upper()
+        if event not in TEMPLATE_EVENTS:
+            raise ControlError(f"event must be one of {list(TEMPLATE_EVENTS)}")
+        template = self._catalog_entry(waba_id, body)
+        info = {key: body[key] for key in ("rejection_info", "other_info", "disable_info") if body.get(key)}
+        if event == "REJECTED" and not info:
+            info["rejection_info"] = REJECTION
+        reason = str(body.get("reason") or ("INVALID_FORMAT" if event == "REJECTED" else "NONE"))
+        deliveries = self._template_event(waba_id, template, event, reason=reason, **info)
+        return json_response({"template": template, "parley_statuses": [d.status for d in deliveries]})
+
+    def _rate_template(self, request: Request) -> Response:
+        """A template's quality changes (`quality`: GREEN, YELLOW, RED, UNKNOWN): the account's
+        quality webhook."""
+        body = request.json_object()
+        waba_id, quality = self._waba_of(body), str(body.get("quality", "")).upper()
+        if quality not in QUALITY_SCORES:
+            raise ControlError(f"quality must be one of {list(QUALITY_SCORES)}")
+        template = self._catalog_entry(waba_id, body)
+        with self.lock:
+            previous = (template.get("quality_score") or {}).get("score", "UNKNOWN")
+            stored = next(t for t in self._catalog(waba_id) if t["id"] == template["id"])
+            stored["quality_score"] = {"score": quality, "date": int(time.time())}
+        envelope = template_quality_envelope(waba_id, template, previous, quality)
+        deliveries = self._account_webhook(waba_id, envelope, f"template quality {quality}")
+        return json_response({"template": stored, "parley_statuses": [d.status for d in deliveries]})
+
+    def _catalog_entry(self, waba_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        name, language = body.get("name"), body.get("language")
+        with self.lock:
+            found = [t for t in self._catalog(waba_id) if t["name"] == name and language in (None, t["language"])]
+        if len(found) != 1:
+            raise ControlError(f"{len(found)} templates named {name!r} in {language or 'any language'}", 404)
+        return copy.deepcopy(found[0])
+
+    def _template_event(self, waba_id: str, template: dict[str, Any], event: str, **details: Any) -> list[Delivery]:
+        """Applies a status event to the catalog, then tells every number of the account."""
+        with self.lock:
+            catalog = self._catalog(waba_id)
+            stored = next((t for t in catalog if t["id"] == template["id"]), None)
+            if stored is not None and event in TEMPLATE_EVENT_STATUS:
+                status = TEMPLATE_EVENT_STATUS[event]
+                if status is None:
+                    catalog.remove(stored)
+                else:
+                    stored["status"] = status
+                    stored["rejected_reason"] = details.get("reason", "NONE") if status == "REJECTED" else "NONE"
+        envelope = template_status_envelope(waba_id, template, event, **details)
+        return self._account_webhook(waba_id, envelope, f"template {event}")
+
+    def _account_webhook(self, waba_id: str, envelope: dict[str, Any], what: str) -> list[Delivery]:
+        """A business account's webhook goes to each webhook address of its numbers, once."""
+        generation, seen, deliveries = self.generation, set(), []
+        for channel in self._waba_channels(waba_id):
+            if channel.webhook_url and channel.webhook_url not in seen:
+                seen.add(channel.webhook_url)
+                deliveries.append(self._post_webhook(channel, envelope, what, generation))
+        return deliveries
 
     # Webhooks -------------------------------------------------------------------------------------
 

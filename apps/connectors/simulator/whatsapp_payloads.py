@@ -98,9 +98,22 @@ STATUS_ORDER = ("accepted", "sent", "delivered", "read")  # "failed" is terminal
 class GraphError(Exception):
     """A Cloud API error: raised while checking a send, rendered by `graph_error_body`."""
 
-    def __init__(self, code: int, details: str = "", *, message: str = "", http_status: int = 0):
+    def __init__(
+        self,
+        code: int,
+        details: str = "",
+        *,
+        message: str = "",
+        http_status: int = 0,
+        subcode: int | None = None,
+        user_title: str = "",
+        user_msg: str = "",
+    ):
         title, default_details, default_status = ERRORS.get(code, ("Error", "", 400))
         self.code = code
+        # The Business Management API's errors also carry a subcode and words meant for the person
+        # who wrote the template (WhatsApp Manager shows them).
+        self.subcode, self.user_title, self.user_msg = subcode, user_title, user_msg
         self.title = title
         self.details = details or default_details
         # Meta's message is "(#code) Title"; a validation problem is named there as well, so a
@@ -112,8 +125,11 @@ class GraphError(Exception):
 
     def body(self, *, subcode: int | None = None) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": "OAuthException", "code": self.code}
+        subcode = self.subcode if subcode is None else subcode
         if subcode is not None:
             error["error_subcode"] = subcode
+        if self.user_title or self.user_msg:
+            error.update(is_transient=False, error_user_title=self.user_title, error_user_msg=self.user_msg)
         if self.code != 190:
             error["error_data"] = {"messaging_product": "whatsapp", "details": self.details}
         error["fbtrace_id"] = "A" + secrets.token_urlsafe(16)
@@ -832,6 +848,200 @@ def template_upsert(catalog: list[dict[str, Any]], body: Any) -> dict[str, Any]:
     else:
         catalog.append(template)
     return template
+
+
+# Creating templates (`POST /{waba-id}/message_templates`) ----------------------------------------
+
+TEMPLATE_NAME = re.compile(r"^[a-z0-9_]+$")
+TEMPLATE_NAME_MAX, TEMPLATE_BODY_MAX, TEMPLATE_HEADER_MAX, TEMPLATE_FOOTER_MAX, TEMPLATE_BUTTONS_MAX = (
+    512,
+    1024,
+    60,
+    60,
+    10,
+)
+HEADER_FORMATS = ("TEXT", "IMAGE", "VIDEO", "DOCUMENT", "LOCATION")
+BUTTON_TYPES = ("QUICK_REPLY", "URL", "PHONE_NUMBER", "COPY_CODE", "OTP")
+# Meta's subcode for a name and language the account already has (or is still deleting).
+TEMPLATE_EXISTS = 2388024
+
+
+def _invalid(title: str, words: str, subcode: int | None = None) -> GraphError:
+    return GraphError(100, words, subcode=subcode, user_title=title, user_msg=words)
+
+
+def template_create(catalog: list[dict[str, Any]], body: Any) -> dict[str, Any]:
+    """Check a new template as Meta does before its review and add it to the account's catalog,
+    PENDING; raises GraphError 100 naming the problem (`error_user_msg`) otherwise."""
+    if not isinstance(body, dict):
+        raise _invalid("Invalid parameter", "The request body must be a JSON object.")
+    name, language = body.get("name"), body.get("language")
+    if not isinstance(name, str) or not TEMPLATE_NAME.match(name) or len(name) > TEMPLATE_NAME_MAX:
+        raise _invalid(
+            "Invalid template name",
+            f"Template names use lowercase letters, numbers and underscores only, up to {TEMPLATE_NAME_MAX} "
+            "characters.",
+        )
+    if not isinstance(language, str) or not re.match(r"^[a-z]{2,3}(_[A-Z]{2})?$", language):
+        raise _invalid("Invalid language", "language is a code such as en or en_US.")
+    if body.get("category") not in TEMPLATE_CATEGORIES:
+        raise _invalid("Invalid category", f"category is one of {', '.join(TEMPLATE_CATEGORIES)}.")
+    named = body.get("parameter_format", "POSITIONAL") == "NAMED"
+    if body.get("parameter_format", "POSITIONAL") not in ("POSITIONAL", "NAMED"):
+        raise _invalid("Invalid parameter format", "parameter_format is POSITIONAL or NAMED.")
+    _check_components(body.get("components"), named)
+    if any(t["name"] == name and t["language"] == language for t in catalog):
+        raise _invalid(
+            "Message template language already exists",
+            f"There is already {language} content for the template {name}. Create a new template with a "
+            "different name, or delete this one first.",
+            TEMPLATE_EXISTS,
+        )
+    template = {
+        "name": name,
+        "parameter_format": "NAMED" if named else "POSITIONAL",
+        "components": body["components"],
+        "language": language,
+        "status": "PENDING",
+        "category": body["category"],
+        "id": new_numeric_id(),
+    }
+    catalog.append(template)
+    return template
+
+
+def _check_components(components: Any, named: bool) -> None:
+    if not isinstance(components, list) or not all(isinstance(c, dict) for c in components):
+        raise _invalid("Invalid components", "components must be a list of objects.")
+    kinds = [str(c.get("type", "")).upper() for c in components]
+    if kinds.count("BODY") != 1 or any(kinds.count(k) > 1 for k in set(kinds)):
+        raise _invalid("Invalid components", "A template has one BODY and at most one HEADER, FOOTER and BUTTONS.")
+    for component, kind in zip(components, kinds, strict=True):
+        if kind == "BODY":
+            _check_body(component, named)
+        elif kind == "HEADER":
+            _check_header_definition(component, named)
+        elif kind == "FOOTER":
+            _check_limited(component.get("text"), "The footer", TEMPLATE_FOOTER_MAX)
+            if VARIABLE.search(component["text"]):
+                raise _invalid("Invalid footer", "A footer cannot have variables.")
+        elif kind == "BUTTONS":
+            _check_button_definitions(component.get("buttons"))
+        else:
+            raise _invalid("Invalid components", f"Unknown component type {kind!r}.")
+
+
+def _check_limited(text: Any, what: str, limit: int) -> None:
+    if not isinstance(text, str) or not text.strip() or len(text) > limit:
+        raise _invalid("Invalid text", f"{what} needs a text of 1 to {limit} characters.")
+
+
+def _check_body(body: dict, named: bool) -> None:
+    text = body.get("text")
+    _check_limited(text, "The body", TEMPLATE_BODY_MAX)
+    stripped = text.strip()
+    if VARIABLE.match(stripped) or stripped.endswith("}}"):
+        raise _invalid(
+            "Variables can't be at the start or end of the template",
+            "Variable parameters can't be at the start or end of the body. Add text before the first and after "
+            "the last.",
+        )
+    _check_examples(body, text, "body", named)
+
+
+def _check_header_definition(header: dict, named: bool) -> None:
+    kind = str(header.get("format", "")).upper()
+    if kind not in HEADER_FORMATS:
+        raise _invalid("Invalid header", f"A header's format is one of {', '.join(HEADER_FORMATS)}.")
+    if kind == "TEXT":
+        _check_limited(header.get("text"), "The header", TEMPLATE_HEADER_MAX)
+        if len(set(VARIABLE.findall(header["text"]))) > 1:
+            raise _invalid("Invalid header", "A header has at most one variable.")
+        _check_examples(header, header["text"], "header", named)
+    elif kind != "LOCATION" and not ((header.get("example") or {}).get("header_handle") or [None])[0]:
+        raise _invalid("Missing sample media", f"A {kind.lower()} header needs a sample: example.header_handle.")
+
+
+def _check_examples(component: dict, text: str, where: str, named: bool) -> None:
+    found = VARIABLE.findall(text)
+    if not found:
+        return
+    if not named and sorted({int(n) for n in found if n.isdigit()}) != list(range(1, len(set(found)) + 1)):
+        raise _invalid("Invalid variables", f"The {where}'s variables are numbered {{{{1}}}}, {{{{2}}}}… in order.")
+    example = component.get("example") if isinstance(component.get("example"), dict) else {}
+    if named:
+        given = {p.get("param_name") for p in example.get(f"{where}_text_named_params") or [] if isinstance(p, dict)}
+        missing = sorted(set(found) - given)
+    else:
+        samples = example.get(f"{where}_text") or []
+        samples = samples[0] if samples and isinstance(samples[0], list) else samples
+        missing = [] if len(samples) == len(set(found)) and all(str(v).strip() for v in samples) else ["?"]
+    if missing:
+        raise _invalid(
+            "Missing sample values",
+            f"Add a sample value for every variable in the {where}: Meta reviews the template with them.",
+        )
+
+
+def _check_button_definitions(buttons: Any) -> None:
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= TEMPLATE_BUTTONS_MAX:
+        raise _invalid("Invalid buttons", f"buttons is a list of 1 to {TEMPLATE_BUTTONS_MAX} buttons.")
+    for index, button in enumerate(buttons):
+        kind = str(button.get("type", "")).upper() if isinstance(button, dict) else ""
+        if kind not in BUTTON_TYPES:
+            raise _invalid("Invalid button", f"Button {index + 1}: type is one of {', '.join(BUTTON_TYPES)}.")
+        if kind == "URL" and "{{" in str(button.get("url", "")) and not button.get("example"):
+            raise _invalid("Missing sample values", f"Button {index + 1}: a URL with a variable needs an example.")
+
+
+def template_delete(catalog: list[dict[str, Any]], name: Any, hsm_id: Any = None) -> int:
+    """`DELETE /{waba-id}/message_templates?name=…[&hsm_id=…]`: every language of the name, or
+    only the template of that id; GraphError 100 when there is none."""
+    doomed = [t for t in catalog if t["name"] == name and hsm_id in (None, "", t["id"])]
+    if not name or not doomed:
+        raise _invalid("Message template not found", f"There is no message template {name!r} to delete.")
+    catalog[:] = [t for t in catalog if t not in doomed]
+    return len(doomed)
+
+
+# Template webhooks (the account's `message_template_status_update` and `…_quality_update`) -----
+
+
+def _template_id(template: dict[str, Any]) -> Any:
+    return int(template["id"]) if str(template["id"]).isdigit() else template["id"]  # a number, as Meta's
+
+
+def _account_envelope(waba_id: str, field: str, value: dict[str, Any]) -> dict[str, Any]:
+    entry = {"id": waba_id, "time": int(time.time()), "changes": [{"value": value, "field": field}]}
+    return {"entry": [entry], "object": "whatsapp_business_account"}
+
+
+def template_status_envelope(
+    waba_id: str, template: dict[str, Any], event: str, *, reason: str = "NONE", **info: dict
+) -> dict[str, Any]:
+    """`info`: rejection_info {reason, recommendation}, other_info {title, description}, or
+    disable_info {disable_date}, as Meta adds them to some events."""
+    value = {
+        "event": event,
+        "message_template_id": _template_id(template),
+        "message_template_name": template["name"],
+        "message_template_language": template["language"],
+        "reason": reason,
+        "message_template_category": template.get("category", "UTILITY"),
+        **{key: detail for key, detail in info.items() if detail},
+    }
+    return _account_envelope(waba_id, "message_template_status_update", value)
+
+
+def template_quality_envelope(waba_id: str, template: dict[str, Any], previous: str, new: str) -> dict[str, Any]:
+    value = {
+        "previous_quality_score": previous,
+        "new_quality_score": new,
+        "message_template_id": _template_id(template),
+        "message_template_name": template["name"],
+        "message_template_language": template["language"],
+    }
+    return _account_envelope(waba_id, "message_template_quality_update", value)
 
 
 def template_page(catalog: list[dict[str, Any]], query: dict[str, str], *, url: str, max_limit: int) -> dict:
