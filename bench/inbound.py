@@ -374,6 +374,7 @@ def stack_env(*, database_url: str, redis_url: str, prefix: str, drainers: int, 
         "SECURE_COOKIES": "false",
         "LOG_LEVEL": "WARNING",
         "INBOUND_DRAINERS": str(drainers),
+        "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",  # the simulator's media downloads
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         **extra,
     }

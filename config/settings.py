@@ -1,13 +1,14 @@
 """Parley's one settings module. Everything that differs between machines comes from the
 environment through config.env; the README's configuration table lists every variable."""
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from django.utils.translation import gettext_lazy as _
 
 from config import embedded
-from config.env import database_config, env_bool, env_int, env_list, env_str
+from config.env import ImproperlyConfiguredEnv, database_config, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -195,6 +196,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Outbound requests to URLs that members configure or payloads name (workflow steps, webhooks, the
+# order lookup, the custom channel, media downloads) never reach a loopback, private, link-local or
+# reserved address (apps/core/netguard.py), except in these networks (CIDRs). In development the
+# channel simulator listens on 127.0.0.1, so loopback is let through there.
+OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"] if DEBUG else [])
+for _network in OUTBOUND_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfiguredEnv(f"OUTBOUND_ALLOWED_NETWORKS: {_network!r} is not like 10.0.0.0/8") from None
+# Files customers and agents send (apps/core/uploads.py): at most this big, whatever a channel allows.
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+
 LOGIN_FAILURE_LIMIT = env_str("LOGIN_FAILURE_LIMIT", "5/5m")
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "1200/min")
 

@@ -12,3 +12,5 @@ os.environ.setdefault("SECRET_KEY", "parley-tests-only-secret-key-0123456789-abc
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("STATIC_FROM_SOURCE", "true")
+# The channel simulator listens on 127.0.0.1: outbound requests may reach loopback (apps/core/netguard.py).
+os.environ.setdefault("OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from apps.core.crypto import EncryptedJSONField, EncryptedTextField
+from apps.core.crypto import EncryptedJSONBField, EncryptedJSONField, EncryptedTextField
+from apps.core.netguard import validate_outbound_url
 from apps.workspaces.models import WorkspaceScoped
 
 
@@ -391,7 +392,7 @@ class WebhookSubscription(WorkspaceScoped):
     """An outside system (the order system, a CRM) told of what happens in Parley: signed POSTs
     to its URL for the events it chose."""
 
-    url = models.URLField(_("URL"), max_length=500)
+    url = models.URLField(_("URL"), max_length=500, validators=[validate_outbound_url])
     events = ArrayField(
         models.CharField(max_length=40, choices=[(e, e) for e in WEBHOOK_EVENTS]), verbose_name=_("events")
     )
@@ -424,7 +425,12 @@ class WebhookDelivery(WorkspaceScoped):
     subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
     event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     event = models.CharField(max_length=40)
-    payload = models.JSONField()
+    # The event's data names customers (contact.*, message.*): encrypted like their contact rows.
+    payload = EncryptedJSONBField()
+    # Whom the event is about, in clear (ids are not personal): an erasure finds the deliveries
+    # about a person by these, as the encrypted payload cannot be searched.
+    contact_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    conversation_id = models.BigIntegerField(null=True, blank=True, editable=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -442,3 +448,14 @@ class WebhookDelivery(WorkspaceScoped):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.subscription_id} ({self.state})"
+
+    @staticmethod
+    def subjects(event: str, data: dict) -> dict:
+        """The contact and conversation ids an event's data names, for the columns above."""
+        contact = data.get("contact") if isinstance(data.get("contact"), dict) else {}
+        contact_id = data.get("id") if event.startswith("contact.") else data.get("contact_id", contact.get("id"))
+        conversation_id = data.get("id") if event.startswith("conversation.") else data.get("conversation_id")
+        return {
+            "contact_id": contact_id if isinstance(contact_id, int) else None,
+            "conversation_id": conversation_id if isinstance(conversation_id, int) else None,
+        }

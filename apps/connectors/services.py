@@ -28,7 +28,9 @@ from django.utils import timezone
 from apps.connectors.ratelimit import take_token
 from apps.connectors.registry import connector_for
 from apps.contacts.services import contact_fill, contact_resolve, normalise_phone
+from apps.core import netguard
 from apps.core.exceptions import DomainError
+from apps.core.uploads import upload_check
 
 VISITOR_SALT = "parley.webchat.visitor"
 UPLOAD_SALT = "parley.webchat.upload"
@@ -166,6 +168,7 @@ def webchat_upload_store(*, channel, visitor: Visitor, upload) -> str:
             f"The file is {upload.size // 1024 // 1024 + 1} MB; this chat accepts at most {limit // 1024 // 1024} MB.",
             code="too_large",
         )
+    upload_check(upload=upload, limit=limit)
     from apps.conversations.services import safe_filename
 
     filename = safe_filename(upload.name, content_type)
@@ -392,13 +395,15 @@ def _webhook_fan_out(workspace_id: int, event: str, data: dict) -> None:
     from apps.connectors.models import WebhookDelivery
     from apps.connectors.tasks import deliver_webhook
 
+    payload = json.loads(json.dumps(data, default=str))
     for subscription_id in _wanted(workspace_id, event):
         delivery = WebhookDelivery.objects.create(
             workspace_id=workspace_id,
             subscription_id=subscription_id,
             event=event,
-            payload=json.loads(json.dumps(data, default=str)),
+            payload=payload,
             next_attempt_at=timezone.now(),
+            **WebhookDelivery.subjects(event, payload),
         )
         deliver_webhook.delay(delivery.pk)
 
@@ -441,7 +446,7 @@ def webhook_deliver(*, delivery_id: int) -> float | None:
     }
     status, text, error = None, "", ""
     try:
-        response = httpx.post(delivery.subscription.url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT)
+        response = netguard.post(delivery.subscription.url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT)
         status, text = response.status_code, response.text[:2000]
     except httpx.HTTPError as failure:
         error = f"{type(failure).__name__}: {failure}"[:2000]

@@ -200,7 +200,9 @@ def widget_upload(request, channel_uuid):
     try:
         token = services.webchat_upload_store(channel=channel, visitor=visitor, upload=upload)
     except DomainError as error:
-        status = 413 if error.code == "too_large" else 415 if error.code == "unsupported_file" else 400
+        status = (
+            413 if error.code == "too_large" else 415 if error.code in ("unsupported_file", "type_mismatch") else 400
+        )
         return _cors(request, channel, _error(error.code, error.detail, status))
     body = {"upload": token, "filename": upload.name, "content_type": upload.content_type, "size": upload.size}
     return _cors(request, channel, JsonResponse(body, status=201))

@@ -291,9 +291,7 @@ def _erase_around(people: list[Contact], conversation_ids: list[int]) -> None:
         event.save(update_fields=["data"])
     ids = [person.pk for person in people]
     WebhookDelivery.objects.filter(workspace_id=people[0].workspace_id).filter(
-        Q(event__startswith="contact.", payload__id__in=ids)
-        | Q(payload__contact_id__in=ids)
-        | Q(payload__conversation_id__in=conversation_ids)
+        Q(contact_id__in=ids) | Q(conversation_id__in=conversation_ids)
     ).delete()
     _admin_log_anonymise(people, conversation_ids)
 

@@ -78,6 +78,7 @@ def orders_for_contact(*, contact: Contact) -> dict:
 
     from apps.contacts.models import Order
     from apps.contacts.services import order_payload
+    from apps.core import netguard
 
     pushed = [order_payload(o) for o in Order.objects.filter(workspace_id=contact.workspace_id, contact=contact)[:50]]
     workspace = contact.workspace
@@ -89,12 +90,14 @@ def orders_for_contact(*, contact: Contact) -> dict:
     if workspace.order_lookup_token:
         headers["Authorization"] = f"Bearer {workspace.order_lookup_token}"
     try:
-        response = httpx.get(url, headers=headers, timeout=ORDER_LOOKUP_TIMEOUT)
+        response = netguard.get(url, headers=headers, timeout=ORDER_LOOKUP_TIMEOUT)
         response.raise_for_status()
         data = response.json()
         orders = data.get("orders", data) if isinstance(data, dict) else data
         if not isinstance(orders, list):
             raise ValueError("expected a list of orders")
+    except netguard.OutboundBlocked as error:
+        return {"source": "pushed", "notice": f"The order lookup URL was refused: {error}", "orders": pushed}
     except (httpx.HTTPError, ValueError) as error:
         notice = f"The order system did not answer ({type(error).__name__}); showing the last orders it sent."
         return {"source": "pushed", "notice": notice, "orders": pushed}

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from apps.analytics.services import event_record
 from apps.conversations.models import Conversation, Message
+from apps.core import netguard
 from apps.core.exceptions import Conflict, DomainError, NotFound
 from apps.workflows import steps
 from apps.workflows.models import BotSettings, Run, RunLog, Trigger, Workflow, WorkflowVersion, callback_token
@@ -1007,7 +1008,7 @@ def _call(request: dict, timeout: float) -> dict:
 def _http(request: dict, timeout: float) -> dict:
     body = request.get("body")
     kwargs = {"json": body} if isinstance(body, dict | list) else ({"content": body} if body else {})
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with netguard.client(timeout=timeout, follow_redirects=False) as client:
         response = client.request(request["method"], request["url"], headers=request.get("headers") or {}, **kwargs)
     try:
         data = response.json()
@@ -1032,6 +1033,6 @@ def _notify(request: dict, timeout: float) -> dict:
         )
         return {"ok": True}
     body = {"text": text} if via == "slack" else {"event": "workflow.escalation", "text": text, **data}
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with netguard.client(timeout=timeout, follow_redirects=False) as client:
         response = client.post(request["url"], json=body)
     return {"ok": response.is_success, "status": response.status_code, "error": f"HTTP {response.status_code}"}

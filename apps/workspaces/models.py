@@ -10,6 +10,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from apps.core.crypto import EncryptedTextField
+from apps.core.netguard import validate_outbound_url
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -103,6 +104,7 @@ class Workspace(models.Model):
         _("order lookup URL"),
         max_length=500,
         blank=True,
+        validators=[validate_outbound_url],
         help_text=_(
             "Optional: the order system's address for a customer's current orders, with {external_id}, "
             "{phone} or {email} in it, e.g. https://shop.example/api/orders?customer={external_id}. "

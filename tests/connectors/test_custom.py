@@ -607,6 +607,7 @@ def test_a_file_from_the_app_is_downloaded_from_its_url(db, simulator, settings,
 
 def test_a_file_on_a_private_address_is_not_fetched_unless_the_channel_allows_it(db, simulator, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
+    settings.OUTBOUND_ALLOWED_NETWORKS = []  # production's: the simulator's 127.0.0.1 is private there
     channel = make_custom_channel(make_workspace(slug="private"))
     deliver(channel, said(attachments=[{"url": photo_url_from_the_app(simulator, channel)}]))
     attachment = Attachment.objects.get()

@@ -16,12 +16,10 @@ allow_private_media_urls for an app whose files live on a private network.
 
 import base64
 import hmac
-import ipaddress
 import json
 import math
 import mimetypes
 import re
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -48,6 +46,7 @@ from apps.connectors.base import (
 )
 from apps.connectors.services import webhook_signature
 from apps.contacts.services import normalise_phone
+from apps.core import netguard
 from apps.core.exceptions import DomainError
 
 MB = 1024 * 1024
@@ -139,7 +138,9 @@ class CustomConnector(Connector):
             DELIVERY_HEADER: delivery_id,
         }
         try:
-            response = httpx.post(url, content=raw, headers=headers, timeout=HTTP_TIMEOUT)
+            response = netguard.post(url, content=raw, headers=headers, timeout=HTTP_TIMEOUT)
+        except netguard.OutboundBlocked as error:
+            raise ProviderError(ErrorClass.CREDENTIALS, "private_url", f"outbound_url refused: {error}") from error
         except httpx.HTTPError as error:
             raise network_error(error) from error
         if not response.is_success:
@@ -166,13 +167,22 @@ class CustomConnector(Connector):
     def fetch_media(self, channel, media: dict, max_bytes: int) -> MediaFile:
         """The media id is the URL the app gave; the file is downloaded from there, unsigned."""
         url = media["id"]
-        _check_reachable(channel, url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ProviderError(ErrorClass.FATAL, "bad_url", f"{url!r} is not an http(s) URL.")
+        # A file URL comes from outside and its content is shown in the inbox: Parley fetches no
+        # private address for anyone (netguard), unless the channel says its app keeps files on
+        # a private network.
+        private = bool((channel.settings or {}).get("allow_private_media_urls"))
         try:
-            # No redirects: each hop would need the same private-address check.
-            with httpx.stream("GET", url, timeout=HTTP_TIMEOUT, follow_redirects=False) as response:
+            # No redirects: the app gives the file's own address.
+            with netguard.stream("GET", url, timeout=HTTP_TIMEOUT, allow_private=private) as response:
                 _check_download(response, url)
                 content = read_capped(response, max_bytes)
                 served_as = response.headers.get("Content-Type", "").split(";")[0].strip()
+        except netguard.OutboundBlocked as error:
+            detail = f"{error} Set allow_private_media_urls on the channel to fetch from a private network."
+            raise ProviderError(ErrorClass.FATAL, "private_url", detail) from error
         except httpx.HTTPError as error:
             raise network_error(error) from error
         mime_type = media.get("mime_type") or served_as or "application/octet-stream"
@@ -414,6 +424,8 @@ def _outbound_url(channel) -> str:
             "The channel has no outbound_url (settings): the http(s) address of your app that receives "
             "Parley's messages.",
         )
+    if problem := netguard.url_problem(url):
+        raise ProviderError(ErrorClass.CREDENTIALS, "private_url", f"outbound_url refused: {problem}")
     return url
 
 
@@ -474,28 +486,6 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 # Media helpers ----------------------------------------------------------------------------------
-
-
-def _check_reachable(channel, url: str) -> None:
-    """A file URL comes from outside and its content is shown in the inbox, so Parley does not
-    fetch its own network's addresses (cloud metadata, internal services) for anyone, unless the
-    channel says its app keeps files on a private network."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not host:
-        raise ProviderError(ErrorClass.FATAL, "bad_url", f"{url!r} is not an http(s) URL.")
-    if (channel.settings or {}).get("allow_private_media_urls"):
-        return
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError as error:
-        raise ProviderError(ErrorClass.RETRY, "network", f"{host}: {error}") from error
-    if any(not ipaddress.ip_address(address.split("%")[0]).is_global for address in addresses):
-        raise ProviderError(
-            ErrorClass.FATAL,
-            "private_url",
-            f"{host} is a private address; set allow_private_media_urls on the channel to fetch from it.",
-        )
 
 
 def _check_download(response: httpx.Response, url: str) -> None:

@@ -35,6 +35,7 @@ from apps.connectors.base import (
     read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
+from apps.core import netguard
 
 MB = 1024 * 1024
 # Attachment types Meta sends in `message.attachments` whose `payload.url` is a file on Meta's
@@ -436,13 +437,15 @@ class MessengerConnector(MetaWebhooks, Connector):
         """The attachment URL is a signed CDN link: fetched as is, without the Page token (it
         would leak to the CDN for nothing). Links expire, so the pipeline fetches at once."""
         try:
-            with httpx.stream("GET", media["id"], timeout=HTTP_TIMEOUT, follow_redirects=True) as stream:
+            with netguard.stream("GET", media["id"], timeout=HTTP_TIMEOUT, follow_redirects=True) as stream:
                 if not stream.is_success:
                     raise ProviderError(
                         classify("", "", stream.status_code), str(stream.status_code), "attachment download failed"
                     )
                 content = read_capped(stream, max_bytes)
                 served = (stream.headers.get("Content-Type") or "").split(";")[0].strip()
+        except netguard.OutboundBlocked as error:
+            raise ProviderError(ErrorClass.FATAL, "private_url", str(error)) from error
         except httpx.HTTPError as error:
             raise network_error(error) from error
         mime = served if served and served != "application/octet-stream" else media.get("mime_type")

@@ -33,6 +33,7 @@ from apps.connectors.base import (
     moment,
     read_capped,
 )
+from apps.core import netguard
 
 MB = 1024 * 1024
 DEFAULT_BASE_URL = "https://api.telegram.org"
@@ -462,6 +463,8 @@ class TelegramConnector(Connector):
         url = f"{self._base(channel)}/file/bot{self._token(channel)}/{info.get('file_path', '')}"
         try:
             content, served_as = _download(url, limit)
+        except netguard.OutboundBlocked as error:
+            raise ProviderError(ErrorClass.FATAL, "private_url", str(error)) from error
         except httpx.HTTPError as error:
             detail = _without_token(str(error) or type(error).__name__, self._token(channel))
             raise ProviderError(ErrorClass.RETRY, "network", detail) from error
@@ -472,7 +475,7 @@ class TelegramConnector(Connector):
 
 def _download(url: str, limit: int) -> tuple[bytes, str]:
     """The file's bytes, and its Content-Type unless that says nothing (octet-stream)."""
-    with httpx.stream("GET", url, timeout=HTTP_TIMEOUT) as stream:
+    with netguard.stream("GET", url, timeout=HTTP_TIMEOUT) as stream:
         if not stream.is_success:
             code = stream.status_code
             error_class = ErrorClass.RETRY if code >= 500 else ErrorClass.FATAL

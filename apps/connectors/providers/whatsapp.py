@@ -28,6 +28,7 @@ from apps.connectors.base import (
     read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
+from apps.core import netguard
 from apps.core.exceptions import DomainError
 
 MB = 1024 * 1024
@@ -539,7 +540,8 @@ class WhatsAppConnector(MetaWebhooks, Connector):
             info = self._answer(meta)
             if int(info.get("file_size") or 0) > max_bytes:
                 raise ProviderError(ErrorClass.FATAL, "too_large", f"{info['file_size']} bytes")
-            with httpx.stream("GET", info["url"], headers=self._headers(channel), timeout=HTTP_TIMEOUT) as stream:
+            # The URL comes from an answer: guarded like any URL Parley is handed.
+            with netguard.stream("GET", info["url"], headers=self._headers(channel), timeout=HTTP_TIMEOUT) as stream:
                 if not stream.is_success:
                     raise ProviderError(
                         classify("", stream.status_code),
@@ -547,6 +549,8 @@ class WhatsAppConnector(MetaWebhooks, Connector):
                         "media download failed",
                     )
                 content = read_capped(stream, max_bytes)
+        except netguard.OutboundBlocked as error:
+            raise ProviderError(ErrorClass.FATAL, "private_url", str(error)) from error
         except httpx.HTTPError as error:
             raise network_error(error) from error
         mime = info.get("mime_type") or media.get("mime_type") or "application/octet-stream"

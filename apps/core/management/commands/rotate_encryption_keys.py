@@ -2,9 +2,10 @@ from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from apps.core.crypto import EncryptedJSONField, EncryptedTextField
+from apps.core.crypto import EncryptedJSONBField, EncryptedJSONField, EncryptedTextField
 
 BATCH = 500
+ENCRYPTED = EncryptedTextField | EncryptedJSONField | EncryptedJSONBField
 
 
 class Command(BaseCommand):
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         total = 0
         for model in apps.get_models():
-            fields = [f.attname for f in model._meta.fields if isinstance(f, EncryptedTextField | EncryptedJSONField)]
+            fields = [f.attname for f in model._meta.fields if isinstance(f, ENCRYPTED)]
             if fields:
                 total += self._rotate(model, fields)
         self.stdout.write(f"Re-encrypted {total} row(s).")
