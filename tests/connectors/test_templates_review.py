@@ -577,3 +577,17 @@ def test_deleting_in_the_admin_deletes_at_meta_or_says_why_not(tenants, channel,
     shown = [str(m) for m in kept.context["messages"]]
     assert any("made_in_code (en) was kept" in m and "sync the channel's templates first" in m for m in shown), shown
     assert not any("made_in_code" in m and "deleted successfully" in m for m in shown), shown
+
+
+def test_a_template_webhook_goes_through_the_inbound_pipeline_without_failing_it(channel, simulator):
+    from apps.conversations.models import InboundEvent
+    from apps.conversations.services import inbound_event_process, inbound_event_store
+
+    template_submit(template=draft(channel))
+    review(simulator, "APPROVED")
+
+    stored = inbound_event_store(channel=channel, body=last_webhook(simulator), headers={})
+    inbound_event_process(event_id=stored.pk)
+
+    stored.refresh_from_db()
+    assert (stored.state, stored.error) == (InboundEvent.State.PROCESSED, "")
