@@ -43,13 +43,22 @@ function el(tag, attributes = {}, ...children) {
     else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else node.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
+  for (const child of children.flat(Infinity)) if (child !== null && child !== undefined) node.append(child);
   return node;
 }
 const channelLabel = (kind) => ({
   whatsapp: "WhatsApp", webchat: _("Web chat"), messenger: "Messenger", instagram: "Instagram",
   telegram: "Telegram", wechat: "WeChat", email: _("Email"), custom: _("App"),
 }[kind] || kind);
+// A link that came as data (a shop's tracking URL) is followed only when it is a web address: a
+// javascript: URL would run in the inbox.
+function webUrl(url) {
+  try {
+    return ["http:", "https:"].includes(new URL(url, location.href).protocol) ? url : null;
+  } catch {
+    return null;
+  }
+}
 const memberName = (id) => (S.members.get(id) || {}).name || _("nobody");
 function ago(iso) {
   if (!iso) return "";
@@ -642,8 +651,8 @@ async function loadOrders(contactId) {
       found.orders.length ? el("ul", {class: "orders"}, found.orders.map((order) => el("li", {},
         el("strong", {text: `#${order.external_id}`}), ` ${_(order.status || "")} `,
         order.total ? el("span", {class: "muted", text: `${order.total} ${order.currency || ""}`}) : null,
-        order.tracking_url ? [" ", el("a", {href: order.tracking_url, target: "_blank", rel: "noopener", text: _("track")})] : null,
-        order.tracking_number && !order.tracking_url ? el("span", {class: "muted", text: ` ${order.courier || ""} ${order.tracking_number}`}) : null,
+        webUrl(order.tracking_url) ? [" ", el("a", {href: order.tracking_url, target: "_blank", rel: "noopener", text: _("track")})] : null,
+        order.tracking_number && !webUrl(order.tracking_url) ? el("span", {class: "muted", text: ` ${order.courier || ""} ${order.tracking_number}`}) : null,
       ))) : el("p", {class: "muted", text: _("No orders.")})].filter(Boolean));
   } catch (error) {
     box.textContent = error.message;
