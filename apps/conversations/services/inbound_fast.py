@@ -14,6 +14,8 @@ each customer's messages still land in order. Runs inside the drainer's batch tr
 
 import re
 
+from django.db import connection
+
 from apps.analytics.services import inbound_messages_record
 from apps.broadcasts.results import broadcast_inbound_quiet
 from apps.connectors.base import InboundMessage, ParseError
@@ -155,7 +157,7 @@ def _store(fast, customers) -> set[int]:
         conversation_inbound_fields(conversation, conversation.channel, item, cursor=cursor)
     touched = list({conversation.pk: conversation for conversation, _ in owners}.values())
     if touched:
-        Conversation.objects.bulk_update(touched, FIELDS)
+        _conversations_save(touched, FIELDS)
         inbound_messages_record(conversations=[conversation for conversation, _ in owners])
         contacts_touch({c.contact.pk: c.contact for c in touched}.values())
     for message in rows:
@@ -168,6 +170,27 @@ def _store(fast, customers) -> set[int]:
         if automated[conversation.pk]:
             advance_on_commit(conversation_id=conversation.pk, message_id=message.pk, opened=False)
     return {event.pk for event, _ in fast}
+
+
+def _conversations_save(conversations: list[Conversation], fields: list[str]) -> None:
+    """`bulk_update` in one `UPDATE … FROM (VALUES …)`: Django's bulk_update builds a CASE per
+    field and row, which cost more CPU than everything else the fast lane does (bench.inbound)."""
+    quote = connection.ops.quote_name
+    columns = [Conversation._meta.get_field(name) for name in fields]
+    row = "(%s::bigint, " + ", ".join(f"%s::{column.cast_db_type(connection)}" for column in columns) + ")"
+    params = []
+    for conversation in conversations:
+        params.append(conversation.pk)
+        params += [column.get_db_prep_save(getattr(conversation, column.attname), connection) for column in columns]
+    names = [quote(column.column) for column in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Conversation._meta.db_table)} AS c"  # noqa: S608 (names from the model, values bound)
+            f" SET {', '.join(f'{name} = v.{name}' for name in names)}"
+            f" FROM (VALUES {', '.join([row] * len(conversations))}) AS v(id, {', '.join(names)})"
+            " WHERE c.id = v.id",
+            params,
+        )
 
 
 # Everything `conversation_inbound_fields` may set on an open conversation.
