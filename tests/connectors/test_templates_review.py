@@ -176,6 +176,22 @@ def test_the_verdict_arrives_by_webhook_and_is_applied_once(channel, simulator):
     assert template.status == Status.APPROVED and template.rejected_reason == ""
 
 
+def test_the_inbound_pipeline_applies_the_verdict_it_stores(channel, simulator):
+    """The webhook as Parley takes it: stored by the webhook view, applied by the drainer."""
+    from apps.conversations.models import InboundEvent
+    from apps.conversations.services import inbound_event_store, inbound_events_drain
+
+    template = template_submit(template=draft(channel))
+    review(simulator, "APPROVED")
+    inbound_event_store(channel=channel, body=last_webhook(simulator), headers={})
+
+    inbound_events_drain(slot=0, seconds=60)
+
+    template.refresh_from_db()
+    assert template.status == Status.APPROVED
+    assert InboundEvent.objects.get(channel=channel).state == InboundEvent.State.PROCESSED
+
+
 def test_a_rejection_keeps_metas_reason_and_advice(channel, simulator):
     template = template_submit(template=draft(channel))
 

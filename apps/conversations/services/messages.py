@@ -18,9 +18,17 @@ from django.utils import timezone
 from psycopg.errors import DeadlockDetected
 
 from apps.analytics.services import event_record, message_event_record
-from apps.connectors.base import InboundEdit, InboundMessage, ParseError, ReachabilityUpdate, StatusUpdate
+from apps.connectors.base import (
+    InboundEdit,
+    InboundMessage,
+    ParseError,
+    ReachabilityUpdate,
+    StatusUpdate,
+    TemplateStatusUpdate,
+)
 from apps.connectors.registry import connector_for
 from apps.connectors.services import webhook_emit
+from apps.connectors.templates import template_status_apply
 from apps.contacts.services import contact_resolve, contact_touch
 from apps.conversations import payloads
 from apps.conversations.models import (
@@ -246,6 +254,8 @@ def inbound_event_process(
             inbound_edit_apply(channel=event.channel, edit=item)
         elif isinstance(item, ReachabilityUpdate):
             reachability_apply(channel=event.channel, update=item)
+        elif isinstance(item, TemplateStatusUpdate):
+            template_status_apply(channel=event.channel, update=item)
     if mark:
         InboundEvent.objects.filter(pk=event_id).update(
             state=InboundEvent.State.PROCESSED, processed_at=timezone.now(), error=""
