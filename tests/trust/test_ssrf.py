@@ -367,3 +367,20 @@ def test_a_messenger_file_redirected_to_the_metadata_address_is_refused(host, pr
 
     with pytest.raises(ProviderError, match=r"169\.254\.169\.254, a link-local address"):
         connector_for(channel).fetch_media(channel, {"id": f"{host}/redirect?to={METADATA}"}, max_bytes=1024)
+
+
+def test_an_email_attachment_by_url_on_a_private_address_is_not_fetched(host, production):
+    """A workflow's message step may name a file by URL; the email channel downloads it to attach
+    it, so the metadata service's answer would be mailed to the customer."""
+    from apps.connectors.providers.email import EmailConnector
+
+    with pytest.raises(ProviderError) as refused:
+        EmailConnector()._attachment({"url": METADATA, "filename": "catalogue.pdf"})
+
+    assert (refused.value.error_class, refused.value.code) == (ErrorClass.FATAL, "private_url")
+
+
+def test_an_email_attachment_by_url_on_an_allowed_network_is_fetched(host):
+    from apps.connectors.providers.email import EmailConnector
+
+    assert EmailConnector()._attachment({"url": f"{host}/catalogue.png"}).content == PNG

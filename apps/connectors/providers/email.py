@@ -60,6 +60,7 @@ from apps.connectors.base import (
     network_error,
     stored_media,
 )
+from apps.core import netguard
 
 MB = 1024 * 1024
 FILE_LIMIT = 25 * MB  # what Gmail and Outlook accept per message; larger mail bounces there anyway
@@ -749,7 +750,9 @@ class EmailConnector(Connector):
         if media.get("content") is not None:
             return MediaFile(content=media["content"], mime_type=mime_type, filename=filename)
         try:
-            response = httpx.get(media.get("url", ""), timeout=HTTP_TIMEOUT, follow_redirects=True)
+            response = netguard.get(media.get("url", ""), timeout=HTTP_TIMEOUT, follow_redirects=True)
+        except netguard.OutboundBlocked as error:
+            raise ProviderError(ErrorClass.FATAL, "private_url", str(error)) from error
         except httpx.HTTPError as error:
             raise ProviderError(ErrorClass.RETRY, "media_download", str(error) or type(error).__name__) from error
         if not response.is_success:
