@@ -126,7 +126,7 @@ _db_options["options"] = f"{_db_options.get('options', '')} -c jit=off".strip()
 WORKER_DATABASE_CONN_MAX_AGE = env_int("WORKER_DATABASE_CONN_MAX_AGE", 600)
 # Threads (each with its own, kept connection) that store providers' webhooks in a web process
 # (apps/connectors/views.webhook_asgi): the most connections webhooks take there, whatever the load.
-WEBHOOK_DATABASE_CONNECTIONS = env_int("WEBHOOK_DATABASE_CONNECTIONS", 4)
+WEBHOOK_DATABASE_CONNECTIONS = env_int("WEBHOOK_DATABASE_CONNECTIONS", 8)
 # How many worker processes apply stored webhooks at once (apps/conversations/services/messages.py).
 INBOUND_DRAINERS = env_int("INBOUND_DRAINERS", 2)
 # Two test runs on one server (two checkouts, say) each need their own test database.

@@ -7,8 +7,11 @@ message as queued, and after commit `tasks.deliver_message` sends it."""
 import base64
 import dataclasses
 import logging
+import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
@@ -73,18 +76,45 @@ def inbound_event_store(*, channel, body: bytes, headers: dict) -> InboundEvent:
         body=text,
         headers=headers,
     )
-    transaction.on_commit(_drain_kick_quietly)
+    transaction.on_commit(_waker.request)
     return event
 
 
-def _drain_kick_quietly() -> None:
-    """The delivery is stored: a wake-up that fails (Redis or the broker down) must not turn the
-    provider's 200 into a 500 and make it send the delivery again. Beat's `drain_inbound` (and the
-    next webhook's wake-up) picks it up within a minute."""
-    try:
-        inbound_drain_kick()
-    except Exception:
-        logger.warning("Could not wake a drainer; the stored delivery waits for the next one", exc_info=True)
+class _Waker:
+    """Wakes a drainer after a delivery is stored, from a thread of its own, so the provider's
+    answer does not wait for Redis, and at most one wake-up waits at a time: under a burst a web
+    process asks Redis a few hundred times a second less. A wake-up that had not started when a
+    delivery was stored covers it (it runs after the commit); one already running may not, so a
+    request made while one runs queues the next."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queued = False
+        self._pool, self._pid = None, None
+
+    def request(self) -> None:
+        with self._lock:
+            if self._queued:
+                return
+            self._queued = True
+            if self._pid != os.getpid():  # a forked process (a Celery child) needs its own thread
+                self._pool, self._pid = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-wake"), os.getpid()
+            pool = self._pool
+        pool.submit(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._queued = False
+        # A wake-up that fails (Redis or the broker down) must not turn the provider's 200 into a
+        # 500 and make it send the delivery again: beat's `drain_inbound` (and the next webhook's
+        # wake-up) picks the delivery up within a minute.
+        try:
+            inbound_drain_kick()
+        except Exception:
+            logger.warning("Could not wake a drainer; the stored delivery waits for the next one", exc_info=True)
+
+
+_waker = _Waker()
 
 
 # Stored deliveries are applied by a few long-running "drainer" tasks rather than one Celery task
