@@ -7,6 +7,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
+from apps.connectors.audit import subscription_audit_repr
 from apps.connectors.base import ProviderError
 from apps.connectors.models import Channel, ChannelKind, MessageTemplate, WebhookDelivery, WebhookSubscription
 from apps.connectors.registry import connectors
@@ -28,6 +29,8 @@ from apps.connectors.templates import template_delete, template_submit
 from apps.core.admin import WorkspaceScopedAdmin
 from apps.core.exceptions import DomainError
 from apps.workspaces.admin import AuditedAdmin
+from apps.workspaces.models import AuditEntry
+from apps.workspaces.services import audit_record
 
 
 class ChannelForm(forms.ModelForm):
@@ -79,6 +82,8 @@ class ChannelAdmin(AuditedAdmin, WorkspaceScopedAdmin):
     @admin.action(description=_("Connect the selected channels with their providers again"))
     def activate(self, request, queryset):
         for channel in queryset:
+            # Re-registers the webhook at the provider (Telegram's setWebhook): a change of the channel.
+            audit_record(action=AuditEntry.Action.CHANGE, obj=channel, details={"reconnected": True}, request=request)
             self._activate(request, channel)
 
     def _activate(self, request, channel) -> None:
@@ -468,10 +473,16 @@ def _button_detail(button: dict) -> str:
 
 
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(WorkspaceScopedAdmin):
+class WebhookSubscriptionAdmin(AuditedAdmin, WorkspaceScopedAdmin):
+    """Where the workspace's events (customers' messages among them) are sent: who added, changed
+    or removed one is in the audit log."""
+
     list_display = ("url", "workspace", "enabled", "consecutive_failures", "created_at")
     list_filter = ("enabled", ("workspace", admin.RelatedOnlyFieldListFilter))
     readonly_fields = ("secret", "consecutive_failures", "disabled_reason")
+
+    def audit_repr(self, obj) -> str:
+        return subscription_audit_repr(obj)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -43,8 +43,9 @@ class ContactAdmin(WorkspaceScopedAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         response = super().change_view(request, object_id, form_url, extra_context)
-        if request.method == "GET" and response.status_code == 200:
-            # Opening the page shows the person's name, phone, email and identities: a view.
+        if response.status_code == 200:
+            # The page shows the person's name, phone, email and identities: a view, whether it
+            # was opened or shown again with a form error after a POST (a save redirects).
             audit_record(
                 action=AuditEntry.Action.VIEW, obj=self.get_object(request, unquote(object_id)), request=request
             )
@@ -123,6 +124,9 @@ class ContactAdmin(WorkspaceScopedAdmin):
         try:
             for duplicate in contacts[1:]:
                 survivor = contact_merge(survivor=survivor, duplicate=duplicate)
+                audit_record(
+                    action=AuditEntry.Action.CHANGE, obj=survivor, details={"merged": duplicate.pk}, request=request
+                )
         except DomainError as error:
             messages.error(request, error.detail)
             return

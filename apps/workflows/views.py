@@ -27,6 +27,8 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.core.exceptions import DomainError
 from apps.workflows.definition import definitions_parse, workflow_export, workflow_publish, workflows_import
 from apps.workflows.models import Run, RunLog, Workflow, WorkflowVersion
+from apps.workspaces.models import AuditEntry
+from apps.workspaces.services import audit_record
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 SANDBOX_NAME = "Try-it sandbox"
@@ -90,11 +92,7 @@ def workflow_import_page(request, model_admin):
     form = ImportForm(request.POST or None, request.FILES or None, workspaces=workspaces)
     if request.method == "POST" and form.is_valid():
         try:
-            imported = workflows_import(
-                workspace=form.cleaned_data["workspace"],
-                definitions=definitions_parse(form.cleaned_data["data"]),
-                user=request.user,
-            )
+            imported = _import_audited(request, form.cleaned_data["workspace"], form.cleaned_data["data"])
         except DomainError as error:
             for message in (error.fields or {}).get("definition") or [error.detail]:
                 form.add_error(None, message)
@@ -111,6 +109,24 @@ def workflow_import_page(request, model_admin):
         "form": form,
     }
     return TemplateResponse(request, "admin/workflows/workflow/import.html", context)
+
+
+def _import_audited(request, workspace, data) -> list[Workflow]:
+    """Imports and publishes the file's workflows; each one created or replaced is in the audit
+    log, in the import's own transaction."""
+    definitions = definitions_parse(data)
+    names = [d["name"] for d in definitions if isinstance(d, dict) and isinstance(d.get("name"), str)]
+    existing = set(Workflow.objects.filter(workspace=workspace, name__in=names).values_list("name", flat=True))
+    with transaction.atomic():
+        imported = workflows_import(workspace=workspace, definitions=definitions, user=request.user)
+        for workflow in imported:
+            audit_record(
+                action=AuditEntry.Action.CHANGE if workflow.name in existing else AuditEntry.Action.CREATE,
+                obj=workflow,
+                details={"imported": True, "version": workflow.version},
+                request=request,
+            )
+    return imported
 
 
 @require_GET
@@ -132,9 +148,9 @@ def workflow_version_download(request, model_admin, object_id, number):
 # (They are the page's own; they call the conversation and workflow services for everything else.)
 
 
-def sandbox_channel(*, workspace):
-    """The workspace's try-it channel, made on first use; one per workspace even when two
-    supervisors open the page at once."""
+def sandbox_channel(*, workspace, user=None):
+    """The workspace's try-it channel, made on first use (by `user`, as the audit log says); one
+    per workspace even when two supervisors open the page at once."""
     from apps.connectors.models import Channel, ChannelKind
     from apps.workspaces.models import Workspace
 
@@ -143,6 +159,7 @@ def sandbox_channel(*, workspace):
         channel = Channel.objects.filter(workspace=workspace, kind=ChannelKind.SANDBOX).order_by("pk").first()
         if channel is None:
             channel = Channel.objects.create(workspace=workspace, kind=ChannelKind.SANDBOX, name=SANDBOX_NAME)
+            audit_record(action=AuditEntry.Action.CREATE, actor=user, obj=channel, details={"try_it": True})
     return channel
 
 
@@ -160,7 +177,7 @@ def tryit_conversation(*, workspace, user):
     from apps.contacts.services import contact_resolve
     from apps.conversations.services import conversation_for_outbound
 
-    channel = sandbox_channel(workspace=workspace)
+    channel = sandbox_channel(workspace=workspace, user=user)
     contact = contact_resolve(channel=channel, external_id=_tester_id(user), name=_tester_name(user))
     return conversation_for_outbound(contact=contact, channel=channel)
 
@@ -178,8 +195,11 @@ def tryit_restart(*, workflow: Workflow, user):
         )
     if conversation.status != Conversation.Status.OPEN:
         conversation = conversation_reopen(conversation=conversation, actor=user, membership=None)
-    if not workflow.version:
-        workflow_publish(workflow=workflow, user=user)
+    if not workflow.version:  # never published: trying it publishes version 1
+        with transaction.atomic():
+            version = workflow_publish(workflow=workflow, user=user)
+            details = {"published": version.number}
+            audit_record(action=AuditEntry.Action.CHANGE, actor=user, obj=workflow, details=details)
     run_start(workflow=workflow, conversation=conversation, actor=user, replace=True, allow_disabled=True)
     return conversation
 

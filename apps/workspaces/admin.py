@@ -28,25 +28,36 @@ from apps.workspaces.models import (
 
 class AuditedAdmin(admin.ModelAdmin):
     """Mix into a ModelAdmin whose saves and deletions belong in the audit log (workflows,
-    channels): Django's admin calls these three after every save and before every deletion,
-    whichever form, inline or action made it, so no save path is missed."""
+    channels, webhook subscriptions, people's accounts): Django's admin calls these three after
+    every save and before every deletion, whichever form, inline or action made it, so no save
+    path is missed."""
+
+    def audit_repr(self, obj) -> str:
+        """How the entry names the object; "" for its `audit_repr` or str(). Override where
+        str() could carry a secret (a URL with a token in its query)."""
+        return ""
 
     def log_addition(self, request, obj, message):
-        services.audit_record(
-            action=AuditEntry.Action.CREATE, obj=obj, details=_change_details(message), request=request
-        )
+        self._audit(request, obj, AuditEntry.Action.CREATE, message)
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):
-        services.audit_record(
-            action=AuditEntry.Action.CHANGE, obj=obj, details=_change_details(message), request=request
-        )
+        self._audit(request, obj, AuditEntry.Action.CHANGE, message)
         return super().log_change(request, obj, message)
 
     def log_deletions(self, request, queryset):
         for obj in queryset:
-            services.audit_record(action=AuditEntry.Action.DELETE, obj=obj, request=request)
+            self._audit(request, obj, AuditEntry.Action.DELETE, "")
         return super().log_deletions(request, queryset)
+
+    def _audit(self, request, obj, action: str, message) -> None:
+        services.audit_record(
+            action=action,
+            obj=obj,
+            object_repr=self.audit_repr(obj),
+            details=_change_details(message),
+            request=request,
+        )
 
 
 def _change_details(message) -> dict:
@@ -55,7 +66,11 @@ def _change_details(message) -> dict:
 
 
 @admin.register(User)
-class ParleyUserAdmin(UserAdmin):
+class ParleyUserAdmin(AuditedAdmin, UserAdmin):
+    """Superusers only. Audited: making someone a superuser or staff, or setting their password,
+    is a change of role (the entry names the fields, never the password; it has no workspace,
+    so only superusers read it)."""
+
     fieldsets = (*UserAdmin.fieldsets, (_("Preferences"), {"fields": ("language",)}))
 
 

@@ -1,3 +1,4 @@
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -11,6 +12,7 @@ from apps.connectors.api.serializers import (
     WebhookDeliverySerializer,
     WebhookSubscriptionSerializer,
 )
+from apps.connectors.audit import changed_fields, subscription_audit_repr
 from apps.connectors.models import Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
 from apps.connectors.services import template_draft_copy, webhook_subscriptions_changed
 from apps.connectors.templates import (
@@ -21,6 +23,8 @@ from apps.connectors.templates import (
 )
 from apps.core.api.serializers import StrictSerializerMixin
 from apps.core.api.viewsets import WorkspaceModelViewSet, WorkspaceReadOnlyViewSet, WorkspaceViewSet
+from apps.workspaces.models import AuditEntry
+from apps.workspaces.services import audit_record
 
 
 class ChannelViewSet(WorkspaceReadOnlyViewSet):
@@ -102,17 +106,37 @@ class WebhookSubscriptionViewSet(WorkspaceModelViewSet):
     serializer_class = WebhookSubscriptionSerializer
     filterset_fields = ("enabled",)
 
+    # Each write is audited: a subscription receives the workspace's events, customers' messages
+    # among them. The entry names the fields changed and the address without its query, never
+    # the secret.
     def perform_create(self, serializer):
-        super().perform_create(serializer)
+        with transaction.atomic():
+            super().perform_create(serializer)
+            self._audit(AuditEntry.Action.CREATE, serializer.instance, {"events": serializer.instance.events})
         webhook_subscriptions_changed(workspace_id=self.request.workspace.pk)
 
     def perform_update(self, serializer):
-        super().perform_update(serializer)
+        changed = changed_fields(serializer.instance, serializer.validated_data)
+        with transaction.atomic():
+            super().perform_update(serializer)
+            if changed:
+                self._audit(AuditEntry.Action.CHANGE, serializer.instance, {"changed": changed})
         webhook_subscriptions_changed(workspace_id=self.request.workspace.pk)
 
     def perform_destroy(self, instance):
-        super().perform_destroy(instance)
+        with transaction.atomic():
+            self._audit(AuditEntry.Action.DELETE, instance, {})
+            super().perform_destroy(instance)
         webhook_subscriptions_changed(workspace_id=self.request.workspace.pk)
+
+    def _audit(self, action: str, subscription: WebhookSubscription, details: dict) -> None:
+        audit_record(
+            action=action,
+            obj=subscription,
+            object_repr=subscription_audit_repr(subscription),
+            details=details,
+            request=self.request,
+        )
 
     def create(self, request, *args, **kwargs):
         response = super().create(request, *args, **kwargs)

@@ -1,3 +1,4 @@
+from django.db import transaction
 from django.http import FileResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -137,7 +138,11 @@ class ContactViewSet(
         duplicate = self._valid(ContactMergeSerializer)["duplicate"]
         if duplicate.pk == survivor.pk:
             raise DomainError("A contact cannot be merged into itself.", code="invalid_merge")
-        survivor = services.contact_merge(survivor=survivor, duplicate=duplicate)
+        with transaction.atomic():
+            survivor = services.contact_merge(survivor=survivor, duplicate=duplicate)
+            audit_record(
+                action=AuditEntry.Action.CHANGE, obj=survivor, details={"merged": duplicate.pk}, request=request
+            )
         return self._answer(survivor)
 
     @extend_schema(

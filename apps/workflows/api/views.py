@@ -5,6 +5,7 @@ which a seller or a delivery service answers an escalation."""
 import json
 import re
 
+from django.db import transaction
 from django.db.models import OuterRef, Prefetch, Subquery
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -35,6 +36,8 @@ from apps.workflows.api.serializers import (
     WorkflowSerializer,
 )
 from apps.workflows.models import FaqEntry, Run, RunLog, Trigger, Workflow, WorkflowVersion
+from apps.workspaces.models import AuditEntry
+from apps.workspaces.services import audit_record
 
 MAX_CALLBACK_BYTES = 64 * 1024
 MAX_DEFINITION_BYTES = 512 * 1024
@@ -114,7 +117,13 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Workspac
         from apps.workflows.definition import workflows_set_enabled
 
         workflow = self.get_object()
-        workflows_set_enabled(workflows=[workflow], enabled=_valid(self, WorkflowEnableSerializer)["enabled"])
+        enabled = _valid(self, WorkflowEnableSerializer)["enabled"]
+        with transaction.atomic():
+            if workflow.enabled != enabled:
+                audit_record(
+                    action=AuditEntry.Action.CHANGE, obj=workflow, details={"enabled": enabled}, request=request
+                )
+            workflows_set_enabled(workflows=[workflow], enabled=enabled)
         return Response(WorkflowSerializer(self.get_queryset().get(pk=workflow.pk)).data)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
@@ -141,7 +150,11 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Workspac
         if not isinstance(definition, dict):
             raise DomainError("The body must be a workflow definition (a JSON object).", code="invalid_workflow")
         replaces = self.get_queryset().filter(name=str(definition.get("name", ""))).exists()
-        workflow = workflow_import(workspace=request.workspace, definition=definition, user=_actor(request))
+        with transaction.atomic():
+            workflow = workflow_import(workspace=request.workspace, definition=definition, user=_actor(request))
+            details = {"imported": True, "version": workflow.version}
+            action = AuditEntry.Action.CHANGE if replaces else AuditEntry.Action.CREATE
+            audit_record(action=action, obj=workflow, details=details, request=request)
         found = _with_definition(self.get_queryset()).get(pk=workflow.pk)
         code = status.HTTP_200_OK if replaces else status.HTTP_201_CREATED
         return Response(WorkflowDetailSerializer(found).data, status=code)
