@@ -225,3 +225,122 @@ def test_a_batch_reaches_the_inbox_as_one_group_message_in_order(channel, django
     assert {event["payload"]["conversation"]["unread_count"] for event in updated} == {2}
     raw = get_redis().xrevrange(realtime._stream_key(channel.workspace_id), count=1)[0][1][b"event"]
     assert json.loads(raw)["workspace_id"] == channel.workspace_id
+
+
+# Statuses -------------------------------------------------------------------------------------
+
+
+def test_a_batch_of_statuses_lands_as_the_long_way_would_apply_it(db):
+    """A broadcast's and an operator's messages, their statuses out of order, a failure before and
+    after delivery: drained as one batch on one channel, one by one on another, the same states,
+    times, reasons and broadcast funnel."""
+    import time
+
+    from apps.broadcasts.models import Recipient
+    from tests.broadcasts.test_results import make_broadcast, make_contact, send_to
+    from tests.conversations.whatsapp import status, statuses_value
+
+    now = int(time.time())
+    error = [{"code": 131026, "title": "Message undeliverable"}]
+
+    def world(slug):
+        channel = make_whatsapp_channel(make_workspace(name=slug, slug=slug))
+        broadcast = make_broadcast(channel)
+        recipients = [
+            send_to(broadcast, make_contact(channel.workspace, name=f"Customer {n}", phone=f"+20100555000{n}"))
+            for n in range(3)
+        ]
+        Message.objects.create(
+            workspace=channel.workspace,
+            conversation=recipients[0].message.conversation,
+            channel=channel,
+            direction="out",
+            sender_kind="agent",
+            text="Your order left",
+            state="sent",
+            provider_id=f"wamid.{slug}.reply",
+        )
+        return channel, [r.message.provider_id for r in recipients] + [f"wamid.{slug}.reply"]
+
+    def script(ids):
+        first, second, third, reply = ids
+        return [
+            status(first, "read", ts=now - 5),
+            status(first, "delivered", ts=now - 8),  # late: read implies it, its time is kept
+            status(second, "failed", ts=now - 7, errors=error),
+            status(second, "delivered", ts=now - 6),  # after a failure: ignored
+            status(third, "delivered", ts=now - 9),
+            status(third, "failed", ts=now - 4, errors=error),  # after delivery: ignored
+            status(reply, "delivered", ts=now - 3),
+        ]
+
+    fast_channel, fast_ids = world("fast")
+    slow_channel, slow_ids = world("slow")
+    for item in script(fast_ids):
+        post_webhook(Client(), fast_channel, envelope(statuses_value(item)))
+    events = list(InboundEvent.objects.filter(channel=fast_channel, state="pending").order_by("id"))
+    assert lanes(fast_channel, events) == ([event.pk for event in events], [])
+    drain()
+    for item in script(slow_ids):
+        post_webhook(Client(), slow_channel, envelope(statuses_value(item)))
+        inbound_event_process(event_id=InboundEvent.objects.latest("id").pk)
+
+    def outcome(channel, ids):
+        messages = {m.provider_id: m for m in Message.objects.filter(channel=channel, provider_id__in=ids)}
+        recipients = {
+            r.message.provider_id: r
+            for r in Recipient.objects.filter(message__provider_id__in=ids).select_related("message")
+        }
+        shown = []
+        for position, provider_id in enumerate(ids):
+            m, r = messages[provider_id], recipients.get(provider_id)
+            shown.append(
+                (
+                    position,
+                    m.state,
+                    m.delivered_at,
+                    m.read_at,
+                    m.failed_at,
+                    m.error_code,
+                    m.error_reason,
+                    r and (r.state, r.delivered_at, r.read_at, r.failed_at, r.reason),
+                )
+            )
+        return shown
+
+    assert outcome(fast_channel, fast_ids) == outcome(slow_channel, slow_ids)
+    first, second, third, reply = outcome(fast_channel, fast_ids)
+    assert first[1] == "read" and first[7][0] == "read" and first[7][1] is not None
+    assert second[1] == "failed" and second[5] == "131026" and second[7][0] == "failed"
+    assert third[1] == "delivered" and third[7][0] == "delivered"
+    assert reply[1] == "delivered" and reply[7] is None
+    assert set(InboundEvent.objects.values_list("state", flat=True)) == {"processed"}
+
+
+def test_a_status_of_a_message_not_recorded_yet_goes_the_long_way_and_is_tried_again(channel):
+    from tests.conversations.whatsapp import status, statuses_value
+
+    known(channel, AMIRA)
+    conversation = conversation_of(channel, AMIRA)
+    sent = Message.objects.create(
+        workspace=channel.workspace,
+        conversation=conversation,
+        channel=channel,
+        direction="out",
+        sender_kind="agent",
+        text="hi",
+        state="sent",
+        provider_id="wamid.out.1",
+    )
+    post_webhook(Client(), channel, envelope(statuses_value(status(sent.provider_id, "delivered"))))
+    known_status = InboundEvent.objects.latest("id")
+    unknown = post_webhook(Client(), channel, envelope(statuses_value(status("wamid.not.yet", "delivered"))))
+    assert unknown.status_code == 200
+    unknown_event = InboundEvent.objects.latest("id")
+
+    assert lanes(channel, [known_status, unknown_event]) == ([known_status.pk], [unknown_event.pk])
+    drain()
+    sent.refresh_from_db()
+    unknown_event.refresh_from_db()
+    assert sent.state == "delivered"
+    assert unknown_event.state == "pending"  # the single-event task tries it again shortly

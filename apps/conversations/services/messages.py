@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -434,6 +434,8 @@ def inbound_edit_apply(*, channel, edit: InboundEdit) -> None:
         return  # an edit of something we never stored (sent before the channel was connected)
     if message.text == edit.text:
         return  # the same edit delivered twice
+    if _edited_after(message, edit.timestamp):
+        return  # an older edit, replayed or late, after a newer one: the newer text stays
     payload = {
         **message.payload,
         **edit.payload,
@@ -450,6 +452,13 @@ def inbound_edit_apply(*, channel, edit: InboundEdit) -> None:
     )
 
 
+def _edited_after(message: Message, moment) -> bool:
+    try:
+        return datetime.fromisoformat(message.payload.get("edited_at") or "") > moment
+    except (TypeError, ValueError):
+        return False
+
+
 def reachability_apply(*, channel, update: ReachabilityUpdate) -> None:
     """A follow makes the customer a contact reachable on this channel; leaving makes them
     unreachable, so nothing more is queued to them there."""
@@ -458,8 +467,10 @@ def reachability_apply(*, channel, update: ReachabilityUpdate) -> None:
 
     if update.reachable:
         contact_resolve(channel=channel, external_id=update.sender_id, name=update.sender_name)
-    ContactIdentity.objects.filter(channel=channel, external_id_index=blind_index(update.sender_id)).update(
-        reachable=update.reachable
+    identities = ContactIdentity.objects.filter(channel=channel, external_id_index=blind_index(update.sender_id))
+    # An older word than the last one (a block replayed, or delivered late, after an unblock) changes nothing.
+    identities.filter(Q(reachability_at__isnull=True) | Q(reachability_at__lte=update.timestamp)).update(
+        reachable=update.reachable, reachability_at=update.timestamp
     )
 
 
@@ -531,20 +542,11 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
         _watermark_apply(channel, update)
         return
     messages = Message.objects.filter(channel=channel, provider_id=update.provider_id)
-    if update.state == "failed":
-        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
-        changed = messages.filter(state__in=below).update(
-            state=DeliveryState.FAILED,
-            failed_at=update.timestamp,
-            error_code=update.error_code[:32],
-            error_reason=update.error_reason,
-        )
-    elif update.state in DELIVERY_RANK:
-        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[update.state]]
-        stamp = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at"}[update.state]
-        changed = messages.filter(state__in=below).update(state=update.state, **{stamp: update.timestamp})
-    else:
+    change = delivery_status_change(update)
+    if change is None:
         return
+    below, fields = change
+    changed = messages.filter(state__in=below).update(**fields)
     if changed:
         message = messages.get()
         _publish_status(message)
@@ -557,6 +559,25 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
     # never sent (typed in Meta's Page inbox, a caption sent on its own): dropped.
     elif update.timestamp > timezone.now() - timedelta(minutes=5) and not messages.exists():
         raise StatusForUnknownMessage(update.provider_id)
+
+
+def delivery_status_change(update: StatusUpdate) -> tuple[list[str], dict] | None:
+    """The states a message must be in for `update` to move it, and what it then sets; None for a
+    state Parley does not track. `failed` replaces only states below delivered."""
+    if update.state == "failed":
+        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
+        fields = {
+            "state": DeliveryState.FAILED,
+            "failed_at": update.timestamp,
+            "error_code": update.error_code[:32],
+            "error_reason": update.error_reason,
+        }
+        return below, fields
+    if update.state in DELIVERY_RANK:
+        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[update.state]]
+        stamp = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at"}[update.state]
+        return below, {"state": update.state, stamp: update.timestamp}
+    return None
 
 
 def _broadcast_confirm(channel, update: StatusUpdate) -> bool:
@@ -1062,7 +1083,8 @@ def _handle_send_error(message: Message, error, channel, slow_down) -> None:
             )
             return
     if error.error_class == ErrorClass.STOP_RECIPIENT:
-        message.conversation.contact.identities.filter(channel=channel).update(reachable=False)
+        identities = message.conversation.contact.identities.filter(channel=channel)
+        identities.update(reachable=False, reachability_at=timezone.now())
     _mark_failed(message, error.code, error.detail)
 
 
