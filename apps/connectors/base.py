@@ -391,8 +391,13 @@ class Connector:
 
     def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
         """Whether the request comes from the provider: checked on the raw bytes, before
-        anything is stored. `query` is the URL's query parameters (WeChat signs there)."""
+        anything is stored. `query` is the URL's query parameters (WeChat signs there). May
+        raise apps.connectors.replay.WebhookRefused to say why (a stale or replayed request)."""
         raise NotImplementedError
+
+    def forget(self, channel, raw_body: bytes, headers, query=None) -> None:
+        """The verified request was not kept after all (refused as malformed, or the database
+        was down): undo what `verify` remembered of it, so its sender's retry is taken."""
 
     def acknowledge(self, channel=None, raw_body: bytes = b"") -> HttpResponse:
         """The answer to a stored webhook (WeChat wants `success`; Telegram may carry one Bot API

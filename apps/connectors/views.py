@@ -26,6 +26,7 @@ from apps.connectors import selectors, services
 from apps.connectors.consumers import origin_allowed, widget_config
 from apps.connectors.providers.webchat import FILE_SALT
 from apps.connectors.registry import connector_for, connectors
+from apps.connectors.replay import WebhookRefused
 from apps.conversations.services import inbound_event_store
 from apps.conversations.views import file_response
 from apps.core.exceptions import DomainError
@@ -62,16 +63,22 @@ def webhook(request, channel_uuid, channel_max_age: float = 0):
     body = request.read(connector.max_webhook_bytes + 1)
     if len(body) > connector.max_webhook_bytes:
         return _error("too_large", "Payload too large.", 413)
-    if not connector.verify(channel, body, request.headers, request.GET):
+    try:
+        verified = connector.verify(channel, body, request.headers, request.GET)
+    except WebhookRefused as refused:  # stale or replayed (apps/connectors/replay.py)
+        return _error(refused.code, refused.detail, 401)
+    if not verified:
         return _error("bad_signature", "The request signature does not match this channel's secret.", 401)
     problem = connector.reject(channel, body, request.headers)
     if problem:
+        connector.forget(channel, body, request.headers, request.GET)
         return _error("invalid_payload", problem, 400)
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     try:
         inbound_event_store(channel=channel, body=body, headers=headers)
     except DatabaseError:
         logger.exception("could not store a webhook for channel %s", channel.pk)
+        connector.forget(channel, body, request.headers, request.GET)
         return _error("unavailable", "Try again later.", 503)
     return connector.acknowledge(channel, body)
 

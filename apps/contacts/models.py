@@ -136,6 +136,9 @@ class ContactIdentity(WorkspaceScoped):
     reachable = models.BooleanField(
         default=True, help_text=_("False once the provider says this person cannot be reached.")
     )
+    # When the provider last said so (a follow, a block, a refused send): an older word, delivered
+    # late or replayed, does not undo a newer one.
+    reachability_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -44,6 +44,7 @@ from apps.connectors.base import (
     network_error,
     read_capped,
 )
+from apps.connectors.replay import WebhookRefused, first_delivery, forget_delivery, replayed
 from apps.connectors.services import webhook_signature
 from apps.contacts.services import normalise_phone
 from apps.core import netguard
@@ -55,6 +56,7 @@ DELIVERY_HEADER = "X-Parley-Delivery"
 # Stripe's default tolerance: a captured request cannot be replayed five minutes later, and an
 # app server's clock is rarely that far off.
 TOLERANCE_SECONDS = 300
+REPLAY_SCHEME = "custom"  # the signed requests seen, apps/connectors/replay.py
 CANONICAL_UNIX_TIME = re.compile(r"[1-9]\d{0,11}")
 MAX_EVENTS = 100
 MAX_TEXT = 4096
@@ -91,14 +93,37 @@ class CustomConnector(Connector):
     # Requests -----------------------------------------------------------------------------
 
     def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
+        """Signed with the channel's secret at a moment within five minutes of now, and not seen
+        before; raises WebhookRefused for a stale or replayed request."""
         timestamp, signatures = _signature_parts(headers.get(SIGNATURE_HEADER, ""))
         secret = _secret(channel)
-        if timestamp is None or not secret or abs(time.time() - timestamp) > TOLERANCE_SECONDS:
+        if timestamp is None or not secret:
             return False
         expected = webhook_signature(secret, timestamp, raw_body).partition(",v1=")[2]
         # Several v1 values are allowed (as Stripe does), so an app can sign with an old and a
         # new secret while the channel's secret is being changed.
-        return any(hmac.compare_digest(expected, signature) for signature in signatures)
+        if not any(hmac.compare_digest(expected, signature) for signature in signatures):
+            return False
+        if abs(time.time() - timestamp) > TOLERANCE_SECONDS:
+            raise WebhookRefused(
+                "bad_signature",
+                f"The signature's t={timestamp} is more than {TOLERANCE_SECONDS} seconds away from Parley's clock "
+                f"({int(time.time())}): sign each request when you send it, with a clock set by NTP.",
+            )
+        # The same t and body signed again is the same request: a captured one sent again within
+        # the window. Remembered until its t can no longer pass the window.
+        if not first_delivery(channel, REPLAY_SCHEME, f"{timestamp}:{expected}", seconds=2 * TOLERANCE_SECONDS):
+            raise replayed(
+                "This very request (same t and body) was received already and stored the first time. "
+                "To send again, sign it afresh; a message id sent twice is kept once."
+            )
+        return True
+
+    def forget(self, channel, raw_body: bytes, headers, query=None) -> None:
+        timestamp, _ = _signature_parts(headers.get(SIGNATURE_HEADER, ""))
+        if timestamp is not None and _secret(channel):
+            expected = webhook_signature(_secret(channel), timestamp, raw_body).partition(",v1=")[2]
+            forget_delivery(channel, REPLAY_SCHEME, f"{timestamp}:{expected}")
 
     def reject(self, channel, raw_body: bytes, headers) -> str | None:
         content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()

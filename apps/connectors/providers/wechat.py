@@ -44,6 +44,7 @@ from apps.connectors.base import (
     network_error,
     read_capped,
 )
+from apps.connectors.replay import WebhookRefused, first_delivery, forget_delivery, replayed
 from apps.core.redis import get_redis, key
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 MB = 1024 * 1024
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
 MAX_CLOCK_SKEW = 300  # seconds a signed timestamp may be away from now
+REPLAY_SCHEME = "wechat"  # the (nonce, timestamp) pairs seen, apps/connectors/replay.py
 TOKEN_EARLY_REFRESH = 300  # refresh the ~2 h access token this long before WeChat expires it
 TOKEN_LOCK_SECONDS = 10  # longer than one token request may take (HTTP_TIMEOUT)
 TOKEN_WAIT_SECONDS = 5.0  # how long a worker waits for another one's refresh
@@ -137,12 +139,25 @@ class WeChatConnector(Connector):
     # Requests -----------------------------------------------------------------------------
 
     def handshake(self, channel, request) -> HttpResponse:
-        if self._signed_and_fresh(channel, request.GET):
-            return HttpResponse(request.GET.get("echostr", ""), content_type="text/plain")
-        return HttpResponse("signature mismatch", status=403, content_type="text/plain")
+        if not self._signed(channel, request.GET):
+            return HttpResponse("signature mismatch", status=403, content_type="text/plain")
+        try:
+            _fresh_once(channel, request.GET)
+        except WebhookRefused as refused:
+            return HttpResponse(refused.detail, status=403, content_type="text/plain")
+        return HttpResponse(request.GET.get("echostr", ""), content_type="text/plain")
 
     def verify(self, channel, raw_body: bytes, headers, query=None) -> bool:
-        return query is not None and self._signed_and_fresh(channel, query)
+        """Signed by the account's token, fresh, and the first use of its (nonce, timestamp);
+        raises WebhookRefused for a stale or replayed one."""
+        if query is None or not self._signed(channel, query):
+            return False
+        _fresh_once(channel, query)
+        return True
+
+    def forget(self, channel, raw_body: bytes, headers, query=None) -> None:
+        if query is not None:
+            forget_delivery(channel, REPLAY_SCHEME, _signed_moment(query))
 
     def acknowledge(self, channel=None, raw_body: bytes = b"") -> HttpResponse:
         # Anything else makes WeChat tell the customer the account "cannot serve them right now".
@@ -157,14 +172,12 @@ class WeChatConnector(Connector):
             raise ProviderError(ErrorClass.RETRY, "redis", f"the token cache is unavailable: {error}") from error
         access_token(channel, self._fetch_token)
 
-    def _signed_and_fresh(self, channel, params) -> bool:
+    def _signed(self, channel, params) -> bool:
         signature, timestamp, nonce = (params.get(name, "") for name in ("signature", "timestamp", "nonce"))
         token = channel.credentials.get("token") or channel.verify_token
         if not (token and signature and timestamp and nonce):
             return False
-        if not hmac.compare_digest(signature.lower(), wechat_signature(token, timestamp, nonce)):
-            return False
-        return _recent(timestamp) and _first_use(channel, nonce, timestamp)
+        return hmac.compare_digest(signature.lower(), wechat_signature(token, timestamp, nonce))
 
     # Parsing ------------------------------------------------------------------------------
 
@@ -296,23 +309,27 @@ def _recent(timestamp: str) -> bool:
         return False
 
 
-def _first_use(channel, nonce: str, timestamp: str) -> bool:
-    """Whether this signed (nonce, timestamp) is new: a copied URL cannot carry a second body.
+def _signed_moment(params) -> str:
+    return f"{params.get('nonce', '')}:{params.get('timestamp', '')}"
+
+
+def _fresh_once(channel, params) -> None:
+    """Refuses (WebhookRefused) a signed URL whose timestamp is stale, or whose (nonce,
+    timestamp) was used already: a copied URL cannot carry a second body.
 
     A retried push is still safe. WeChat re-sends a push it got no answer to within 5 s; if it
     signs the new attempt afresh, it passes here and the pipeline keeps one message by MsgId
     (FromUserName:CreateTime:Event for events). If it re-sent the very same URL, the first copy
-    reached this point first and was stored already, so refusing the copy loses nothing.
+    was stored already, so refusing the copy loses nothing; and when the first copy was not kept
+    (the database was down), the webhook forgets it (`forget`) so the retry is taken.
 
-    Kept until the timestamp can no longer pass `_recent` (up to MAX_CLOCK_SKEW ahead of now)."""
-    name = key("wechat", "nonce", channel.uuid, hashlib.sha256(f"{nonce}:{timestamp}".encode()).hexdigest())
-    try:
-        return bool(get_redis().set(name, "1", nx=True, ex=2 * MAX_CLOCK_SKEW))
-    except redis.RedisError:
-        # Signature and freshness still hold; refusing every push during a Redis outage would
-        # lose customers' messages once WeChat's three retries run out.
-        logger.warning("wechat replay check skipped: Redis is unavailable", exc_info=True)
-        return True
+    Remembered until the timestamp can no longer pass `_recent` (up to MAX_CLOCK_SKEW ahead of now)."""
+    if not _recent(params.get("timestamp", "")):
+        raise WebhookRefused(
+            "bad_signature", f"The signed timestamp is more than {MAX_CLOCK_SKEW} seconds away from Parley's clock."
+        )
+    if not first_delivery(channel, REPLAY_SCHEME, _signed_moment(params), seconds=2 * MAX_CLOCK_SKEW):
+        raise replayed("This signed URL (timestamp and nonce) was used already; WeChat signs every push afresh.")
 
 
 # Access tokens -----------------------------------------------------------------------------
