@@ -94,6 +94,15 @@ class WebhookSubscriptionSerializer(StrictModelSerializer):
         return value
 
 
+class WebhookSubscriptionCreatedSerializer(WebhookSubscriptionSerializer):
+    """The answer to the creating POST: the subscription and, this once, its signing secret."""
+
+    secret = serializers.CharField(read_only=True, help_text="Shown only here: keep it to verify X-Parley-Signature.")
+
+    class Meta(WebhookSubscriptionSerializer.Meta):
+        fields = (*WebhookSubscriptionSerializer.Meta.fields, "secret")
+
+
 class WebhookDeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery

@@ -10,6 +10,7 @@ from apps.connectors.api.serializers import (
     MessageTemplateDraftSerializer,
     MessageTemplateSerializer,
     WebhookDeliverySerializer,
+    WebhookSubscriptionCreatedSerializer,
     WebhookSubscriptionSerializer,
 )
 from apps.connectors.audit import changed_fields, subscription_audit_repr
@@ -138,14 +139,18 @@ class WebhookSubscriptionViewSet(WorkspaceModelViewSet):
             request=self.request,
         )
 
+    @extend_schema(responses={201: WebhookSubscriptionCreatedSerializer})
     def create(self, request, *args, **kwargs):
         response = super().create(request, *args, **kwargs)
         response.data["secret"] = WebhookSubscription.objects.get(pk=response.data["id"]).secret
         return response
 
-    @action(detail=True, methods=["get"], serializer_class=WebhookDeliverySerializer)
+    # A page of deliveries, not of subscriptions: the subscriptions list's filters do not apply.
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=WebhookDeliverySerializer, filter_backends=[])
     def deliveries(self, request, pk=None):
-        """The subscription's delivery log, newest first, with each attempt's answer."""
+        """The subscription's delivery log, newest first, with each attempt's answer, a page at a
+        time (`limit`, then `cursor` from `next`)."""
         rows = WebhookDelivery.objects.filter(workspace=request.workspace, subscription=self.get_object())
         page = self.paginate_queryset(rows.order_by("-id"))
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

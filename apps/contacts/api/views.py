@@ -95,9 +95,11 @@ class ContactViewSet(
         )
         return self._answer(contact, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    @extend_schema(request=ContactTagsSerializer, responses={200: ContactSerializer})
     @action(detail=True, methods=["post", "delete"], serializer_class=ContactTagsSerializer)
     def tags(self, request, pk=None):
-        """POST adds the tags named; DELETE removes them."""
+        """POST adds the tags named; DELETE removes them (its body names them the same way:
+        `{"tags": [<tag id>, …]}`). Both answer the contact as it now is."""
         contact = self.get_object()
         tags = self._valid(ContactTagsSerializer)["tags"]
         if request.method == "POST":
@@ -106,17 +108,22 @@ class ContactViewSet(
             services.contact_tags_change(contact=contact, remove=tags)
         return self._answer(contact)
 
-    @action(detail=True, methods=["get"])
+    # These three answer lists that are not the contacts list: none of its filters or ordering
+    # apply (the schema said they did, and a filter made the contact itself a 404).
+    @extend_schema(responses=ConversationSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def conversations(self, request, pk=None):
+        """The person's conversations on every channel (one per channel), as a plain list."""
         rows = contact_conversations(contact=self.get_object())
         return Response(ConversationSerializer(rows, many=True).data)
 
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=MessageSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=TimelinePagination, filter_backends=[])
     def timeline(self, request, pk=None):
-        """Every message with this person on every channel, newest first (each names its channel)."""
-        paginator = TimelinePagination()
-        page = paginator.paginate_queryset(contact_timeline(contact=self.get_object()), request, view=self)
-        return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
+        """Every message with this person on every channel, newest first (each names its channel),
+        a page at a time (`limit`, then `cursor` from `next`)."""
+        page = self.paginate_queryset(contact_timeline(contact=self.get_object()))
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
     @extend_schema(responses={200: OrderLookupSerializer})
     @action(detail=True, methods=["get"])
@@ -126,11 +133,14 @@ class ContactViewSet(
         call failed)."""
         return Response(selectors.orders_for_contact(contact=self.get_object()))
 
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=ContactSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def duplicates(self, request, pk=None):
+        """Other contacts with the same phone or email (merge candidates), oldest first, as a plain list."""
         rows = selectors.contact_duplicates(contact=self.get_object()).prefetch_related("tags", "identities__channel")
         return Response(ContactSerializer(rows, many=True).data)
 
+    @extend_schema(request=ContactMergeSerializer, responses={200: ContactSerializer})
     @action(detail=True, methods=["post"], member_writes=True, serializer_class=ContactMergeSerializer)
     def merge(self, request, pk=None):
         """Moves the duplicate's identities, conversations, tags and fields into this contact."""
