@@ -2,7 +2,7 @@
 checks it (schemathesis' response validation) but with real data in the workspace, so lists are
 not empty and every field of a row is seen: the webhook delivery log, the contact actions
 (conversations, timeline, duplicates, tags, merge) and the creating POST of a subscription, which
-the schema described as something else."""
+the schema described as something else; and an agent's status change, which answers the agent."""
 
 from datetime import timedelta
 
@@ -19,7 +19,7 @@ from apps.contacts.services import contact_resolve
 from apps.conversations.models import InboundEvent
 from apps.conversations.services import inbound_event_process
 from tests.api.test_order_system import Receiver
-from tests.conftest import token_client
+from tests.conftest import client_for, token_client
 from tests.conversations import whatsapp as wa
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +165,14 @@ def test_the_delivery_log_ignores_the_subscriptions_lists_filters(api, receiver)
     response = api.get(f"/api/v1/webhooks/{subscription.json()['id']}/deliveries/", {"enabled": "false"})
 
     assert response.status_code == 200 and response.json()["results"] == []
+
+
+def test_setting_an_agents_status_answers_the_agent(schema, tenants):
+    membership = tenants.teammate.memberships.get()
+
+    response = client_for(tenants.teammate).post(
+        f"/api/v1/agents/{membership.pk}/status/", {"status": "online", "capacity": 3}, "application/json"
+    )
+
+    assert response.status_code == 200 and response.json()["id"] == membership.pk
+    documented(schema, "POST", "/api/v1/agents/{id}/status/", response)

@@ -1,5 +1,6 @@
 from django.db.models import Count, Q
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -71,9 +72,11 @@ class AgentViewSet(WorkspaceReadOnlyViewSet):
     serializer_class = AgentSerializer
     filterset_class = AgentFilter
 
+    @extend_schema(request=AgentStatusSerializer, responses={200: AgentSerializer})
     @action(detail=True, methods=["post"], serializer_class=AgentStatusSerializer, member_writes=True)
     def status(self, request, pk=None):
-        """Set an agent's presence and capacity: agents their own, supervisors anyone's."""
+        """Set an agent's presence and capacity: agents their own, supervisors anyone's. Answers
+        the agent as the board shows them."""
         membership = self.get_object()
         if membership != request.membership and request.workspace_role not in self.write_roles:
             raise PermissionDenied("Agents may set only their own status.")
