@@ -542,20 +542,11 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
         _watermark_apply(channel, update)
         return
     messages = Message.objects.filter(channel=channel, provider_id=update.provider_id)
-    if update.state == "failed":
-        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
-        changed = messages.filter(state__in=below).update(
-            state=DeliveryState.FAILED,
-            failed_at=update.timestamp,
-            error_code=update.error_code[:32],
-            error_reason=update.error_reason,
-        )
-    elif update.state in DELIVERY_RANK:
-        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[update.state]]
-        stamp = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at"}[update.state]
-        changed = messages.filter(state__in=below).update(state=update.state, **{stamp: update.timestamp})
-    else:
+    change = delivery_status_change(update)
+    if change is None:
         return
+    below, fields = change
+    changed = messages.filter(state__in=below).update(**fields)
     if changed:
         message = messages.get()
         _publish_status(message)
@@ -568,6 +559,25 @@ def delivery_status_apply(*, channel, update: StatusUpdate) -> None:
     # never sent (typed in Meta's Page inbox, a caption sent on its own): dropped.
     elif update.timestamp > timezone.now() - timedelta(minutes=5) and not messages.exists():
         raise StatusForUnknownMessage(update.provider_id)
+
+
+def delivery_status_change(update: StatusUpdate) -> tuple[list[str], dict] | None:
+    """The states a message must be in for `update` to move it, and what it then sets; None for a
+    state Parley does not track. `failed` replaces only states below delivered."""
+    if update.state == "failed":
+        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK["delivered"]]
+        fields = {
+            "state": DeliveryState.FAILED,
+            "failed_at": update.timestamp,
+            "error_code": update.error_code[:32],
+            "error_reason": update.error_reason,
+        }
+        return below, fields
+    if update.state in DELIVERY_RANK:
+        below = [state for state, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[update.state]]
+        stamp = {"sent": "sent_at", "delivered": "delivered_at", "read": "read_at"}[update.state]
+        return below, {"state": update.state, stamp: update.timestamp}
+    return None
 
 
 def _broadcast_confirm(channel, update: StatusUpdate) -> bool:
