@@ -96,7 +96,7 @@ class Contact(WorkspaceScoped):
         indexes = [
             models.Index(fields=["workspace", "phone_index"], name="contact_by_phone"),
             models.Index(fields=["workspace", "email_index"], name="contact_by_email"),
-            GinIndex(fields=["search_tokens"], name="contact_search"),
+            GinIndex(fields=["search_tokens"], name="contact_search", fastupdate=False),
         ]
         constraints = [
             models.UniqueConstraint(
