@@ -170,10 +170,11 @@ def test_snooze_must_be_in_the_future_and_wakes_up_when_due(tenants, inbox):
     assert amira.status == "open" and amira.snoozed_until is None
 
 
-@pytest.mark.parametrize("plan", ["lists of ids", "a probe per row"])
+@pytest.mark.parametrize("plan", ["lists of ids", "a probe per row", "a semi-join of contacts"])
 def test_search_and_tag_filters_answer_the_same_whichever_plan_they_take(tenants, inbox, monkeypatch, plan):
-    """On a large inbox, a rare tag or word is answered as a list of ids and a common one by
-    probing the newest conversations row by row; both must find the same conversations."""
+    """On a large inbox, a rare tag, word or name is answered as a list of ids, a common one by
+    probing the newest conversations row by row, and a name common but not lately as a semi-join;
+    all must find the same conversations."""
     from apps.conversations import selectors
 
     amira, omar, layla = inbox
@@ -194,6 +195,9 @@ def test_search_and_tag_filters_answer_the_same_whichever_plan_they_take(tenants
         monkeypatch.setattr(selectors, "FEW", 0)  # every tag and word counts as common
         monkeypatch.setattr(selectors, "_word_shares", lambda: {"broken": 0.2, "eggs": 0.2, "card": 0.2})
         monkeypatch.setattr(selectors, "RECENT_MATCHES", 1)
+        monkeypatch.setattr(selectors, "RECENT_NAMED", 1)
+    if plan == "a semi-join of contacts":
+        monkeypatch.setattr(selectors, "FEW", 0)  # names are common, but not among the newest (RECENT_NAMED)
     client = client_for(tenants.teammate)
 
     assert set(ids(client.get(f"/api/v1/conversations/?tag={vip.id}"))) == {amira.id, layla.id}
@@ -201,6 +205,10 @@ def test_search_and_tag_filters_answer_the_same_whichever_plan_they_take(tenants
     assert ids(client.get("/api/v1/conversations/?q=card")) == [layla.id]
     assert ids(client.get("/api/v1/conversations/?q=eggs&status=closed")) == []
     assert ids(client.get(f"/api/v1/conversations/?q=eggs&tag={vip.id}")) == [layla.id]
+    assert ids(client.get("/api/v1/conversations/?q=ami")) == [amira.id]
+    assert ids(client.get("/api/v1/conversations/?q=omar farouk")) == [omar.id]
+    assert ids(client.get("/api/v1/conversations/?q=hassan&view=unassigned&status=open")) == [amira.id]
+    assert ids(client.get("/api/v1/conversations/?q=said&status=closed")) == []
 
 
 def test_priority_category_and_tags_are_set_and_another_workspaces_tag_is_refused(tenants, inbox):

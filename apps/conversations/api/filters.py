@@ -36,6 +36,17 @@ class ConversationFilter(filters.FilterSet):
             "priority",
         )
 
+    @classmethod
+    def _cached_form_class(cls, build):
+        if "_form_class" not in cls.__dict__:
+            cls._form_class = build()
+        return cls._form_class
+
+    def get_form_class(self):
+        # Its fields depend on nothing of the request (choices, and querysets that each request's
+        # form copies and narrows to a row by id): made once, not on every request of the inbox.
+        return self._cached_form_class(super().get_form_class)
+
     def filter_queryset(self, queryset):
         return selectors.with_bot(super().filter_queryset(queryset))
 

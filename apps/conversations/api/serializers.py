@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from apps.connectors.models import Channel
 from apps.contacts.models import Contact, Tag
-from apps.conversations import payloads
+from apps.conversations import payloads, selectors
 from apps.conversations.models import Conversation, Message, Notification
 from apps.core.api.serializers import StrictSerializerMixin, WorkspaceRelatedField
 from apps.workspaces.models import Membership, Team
@@ -45,6 +45,7 @@ class ConversationSerializer(serializers.ModelSerializer):
     def to_representation(self, instance):
         # The inbox row (payloads.conversation_event) plus the ids under the API's field names;
         # built by hand because the list serializes 50 rows a request on the inbox's hot path.
+        selectors.contact_unsealed(instance)
         return {
             **payloads.conversation_event(instance),
             "contact": instance.contact_id,
@@ -57,8 +58,11 @@ class ConversationSerializer(serializers.ModelSerializer):
         }
 
 
+_MOMENT = serializers.DateTimeField()  # unbound, so one serves every row (it keeps no state)
+
+
 def _iso(moment) -> str | None:
-    return serializers.DateTimeField().to_representation(moment) if moment else None
+    return _MOMENT.to_representation(moment) if moment else None
 
 
 class ConversationUpdateSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -93,6 +97,13 @@ class EmptySerializer(StrictSerializerMixin, serializers.Serializer):
     pass
 
 
+class MessageListSerializer(serializers.ListSerializer):
+    def to_representation(self, data):
+        messages = list(data)
+        selectors.messages_attachments_load(messages)  # a timeline's page: its attachments in one query
+        return super().to_representation(messages)
+
+
 class MessageSerializer(serializers.ModelSerializer):
     def to_representation(self, instance):
         return payloads.message_event(instance)
@@ -100,6 +111,7 @@ class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = ("id",)
+        list_serializer_class = MessageListSerializer
 
 
 class MessageSendSerializer(StrictSerializerMixin, serializers.Serializer):

@@ -54,9 +54,7 @@ class ConversationViewSet(WorkspaceReadOnlyViewSet):
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action == "list":
-            # A row shows the contact's name and the channel's kind: the rest of both stays in
-            # the database instead of being decrypted fifty times a request.
-            queryset = selectors.with_tag_ids(queryset.defer(*selectors.LIST_DEFERRED).prefetch_related(None))
+            queryset = selectors.inbox_rows(queryset)
         return selectors.with_last_message(queryset)
 
     def _done(self, request, conversation) -> Response:
