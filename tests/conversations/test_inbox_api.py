@@ -191,9 +191,19 @@ def test_search_and_tag_filters_answer_the_same_whichever_plan_they_take(tenants
         state="received",
         provider_id="wamid.again",
     )
+    Message.objects.create(
+        workspace=tenants.a,
+        conversation=omar,
+        channel=omar.channel,
+        direction="out",
+        sender_kind="agent",
+        text="Layla said it was fine",
+        state="sent",
+    )
     if plan == "a probe per row":
         monkeypatch.setattr(selectors, "FEW", 0)  # every tag and word counts as common
-        monkeypatch.setattr(selectors, "_word_shares", lambda: {"broken": 0.2, "eggs": 0.2, "card": 0.2})
+        shares = {"broken": 0.2, "eggs": 0.2, "card": 0.2, "said": 0.2}
+        monkeypatch.setattr(selectors, "_word_shares", lambda: shares)
         monkeypatch.setattr(selectors, "RECENT_MATCHES", 1)
         monkeypatch.setattr(selectors, "RECENT_NAMED", 1)
     if plan == "a semi-join of contacts":
@@ -208,6 +218,7 @@ def test_search_and_tag_filters_answer_the_same_whichever_plan_they_take(tenants
     assert ids(client.get("/api/v1/conversations/?q=ami")) == [amira.id]
     assert ids(client.get("/api/v1/conversations/?q=omar farouk")) == [omar.id]
     assert ids(client.get("/api/v1/conversations/?q=hassan&view=unassigned&status=open")) == [amira.id]
+    assert set(ids(client.get("/api/v1/conversations/?q=said"))) == {omar.id, layla.id}  # a word and a name
     assert ids(client.get("/api/v1/conversations/?q=said&status=closed")) == []
 
 
