@@ -97,21 +97,20 @@ class EmptySerializer(StrictSerializerMixin, serializers.Serializer):
     pass
 
 
-class MessageListSerializer(serializers.ListSerializer):
-    def to_representation(self, data):
-        messages = list(data)
-        selectors.messages_attachments_load(messages)  # a timeline's page: its attachments in one query
-        return super().to_representation(messages)
-
-
 class MessageSerializer(serializers.ModelSerializer):
+    @classmethod
+    def many_init(cls, *args, **kwargs):
+        page = args[0] if args else kwargs.get("instance")
+        if isinstance(page, list):
+            selectors.messages_attachments_load(page)  # a thread's page: its attachments in one query
+        return super().many_init(*args, **kwargs)
+
     def to_representation(self, instance):
         return payloads.message_event(instance)
 
     class Meta:
         model = Message
         fields = ("id",)
-        list_serializer_class = MessageListSerializer
 
 
 class MessageSendSerializer(StrictSerializerMixin, serializers.Serializer):
