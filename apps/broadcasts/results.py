@@ -128,20 +128,50 @@ def broadcast_inbound_apply(*, message, conversation) -> None:
         marketing_consent_set(contact=conversation.contact, channel_kind=message.channel.kind, opted_in=True)
 
 
-def broadcast_inbound_quiet(*, message, conversation) -> bool:
-    """Whether `broadcast_inbound_apply` would do nothing with this message: the workspace sent
-    no broadcast within the conversion window, and it is neither a STOP nor a START word."""
+def broadcast_inbound_quiet(*, message, conversation, latest: dict | None = None) -> bool:
+    """Whether `broadcast_inbound_apply` would do nothing with this message: it is neither a STOP
+    nor a START word, and it is no first answer to a broadcast the customer got within the
+    conversion window (the workspace sent none lately, or this customer already answered it, and
+    the message does not quote it). `latest`: `broadcast_latest_recipients` of the batch's
+    conversations, when the workspace sent one lately."""
     workspace_id = conversation.workspace_id
     rules = broadcast_settings_for(workspace_id=workspace_id)
-    if _sent_lately(workspace_id, rules):
-        return False
     words = _words_of(message)
-    if not words:
+    if words:
+        both = remembered(
+            ("stop-and-start-words", workspace_id),
+            lambda: _normalised(rules.stop_words) | _normalised(rules.start_words),
+        )
+        if words & both:
+            return False
+    if not _sent_lately(workspace_id, rules):
         return True
-    both = remembered(
-        ("stop-and-start-words", workspace_id), lambda: _normalised(rules.stop_words) | _normalised(rules.start_words)
+    recipient = (latest or {}).get(conversation.pk) if latest is not None else _latest_recipient(conversation)
+    if recipient is None or recipient.sent_at < timezone.now() - timedelta(hours=rules.conversion_window_hours):
+        return True
+    return recipient.replied_at is not None and message.reply_to_id != recipient.message_id
+
+
+def broadcast_sent_lately(*, workspace_id: int) -> bool:
+    return _sent_lately(workspace_id, broadcast_settings_for(workspace_id=workspace_id))
+
+
+def broadcast_latest_recipients(*, conversations) -> dict:
+    """`_latest_recipient` of many conversations in one query: conversation id → recipient."""
+    pairs = {(c.pk, c.contact_id) for c in conversations}
+    rows = (
+        Recipient.objects.filter(
+            contact_id__in={contact for _, contact in pairs},
+            sent_at__isnull=False,
+            message__conversation_id__in={pk for pk, _ in pairs},
+        )
+        .exclude(state=State.FAILED)
+        .annotate(conversation_id=F("message__conversation_id"))
+        .order_by("conversation_id", "contact_id", "-sent_at")
+        .distinct("conversation_id", "contact_id")
+        .only("pk", "broadcast_id", "message_id", "sent_at", "replied_at", "contact_id")
     )
-    return not words & both
+    return {r.conversation_id: r for r in rows if (r.conversation_id, r.contact_id) in pairs}
 
 
 def _sent_lately(workspace_id: int, rules: BroadcastSettings) -> bool:
@@ -165,7 +195,7 @@ def _latest_recipient(conversation) -> Recipient | None:
         )
         .exclude(state=State.FAILED)  # never reached them
         .order_by("-sent_at")
-        .only("pk", "broadcast_id", "message_id", "sent_at")
+        .only("pk", "broadcast_id", "message_id", "sent_at", "replied_at")
         .first()
     )
 

@@ -3,15 +3,12 @@ texts from known customers is stored set-wise, with the same outcome as the long
 delivery it cannot take goes the long way, in order."""
 
 import json
-from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from apps.analytics.models import Event
-from apps.broadcasts.models import Broadcast
-from apps.connectors.models import MessageTemplate
 from apps.contacts.models import Contact, ContactIdentity
 from apps.conversations.models import Conversation, InboundEvent, Message
 from apps.conversations.services import inbound_event_process, inbound_events_drain, inbound_fast
@@ -192,19 +189,27 @@ def test_stop_and_replies_to_a_recent_broadcast_go_the_long_way(channel):
     amira = Contact.objects.get(pk=conversation_of(channel, AMIRA).contact_id)
     assert amira.marketing_consent.get("whatsapp", {}).get("opted_in") is False
 
-    template = MessageTemplate.objects.create(
-        workspace=channel.workspace, channel=channel, name="sale", body="Hi {{1}}", category="marketing"
-    )
-    Broadcast.objects.create(
-        workspace=channel.workspace,
-        channel=channel,
-        template=template,
-        name="Sale",
-        state=Broadcast.State.RUNNING,
-        started_at=timezone.now() - timedelta(minutes=5),
-    )
-    later = store(channel, "how much?", wamid="wamid.later", wa_id=BASSEM)
-    assert lanes(channel, [later]) == ([], [later.pk])
+
+def test_during_a_campaign_only_a_first_answer_to_it_goes_the_long_way(channel):
+    """A broadcast went to Amira lately: her first message is her answer to it (the long way marks
+    it); her next ones, and Bassem's (who got none), are just messages."""
+    from tests.broadcasts.test_results import make_broadcast, send_to
+
+    known(channel, AMIRA, BASSEM)
+    recipient = send_to(make_broadcast(channel), Contact.objects.get(pk=conversation_of(channel, AMIRA).contact_id))
+    answer = store(channel, "how much?", wamid="wamid.answer")
+    chat = store(channel, "hi", wamid="wamid.chat2", wa_id=BASSEM)
+
+    assert lanes(channel, [answer, chat]) == ([chat.pk], [answer.pk])
+    drain()
+    recipient.refresh_from_db()
+    assert recipient.replied_at is not None
+    assert Message.objects.get(provider_id="wamid.answer").payload["broadcast_reply"] == recipient.broadcast_id
+
+    more = store(channel, "and delivery?", wamid="wamid.more")
+    assert lanes(channel, [more]) == ([more.pk], [])
+    drain()
+    assert "broadcast_reply" not in Message.objects.get(provider_id="wamid.more").payload
 
 
 def test_a_batch_reaches_the_inbox_as_one_group_message_in_order(channel, django_capture_on_commit_callbacks):

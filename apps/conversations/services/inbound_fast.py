@@ -21,7 +21,7 @@ import re
 from django.db import connection
 
 from apps.analytics.services import inbound_messages_record
-from apps.broadcasts.results import broadcast_inbound_quiet
+from apps.broadcasts.results import broadcast_inbound_quiet, broadcast_latest_recipients, broadcast_sent_lately
 from apps.connectors.base import InboundMessage, ParseError, StatusUpdate
 from apps.connectors.registry import connector_for
 from apps.contacts.models import ContactIdentity
@@ -197,7 +197,13 @@ def _store(fast, customers) -> set[int]:
             conversation.channel = event.channel
             rows.append(inbound_message_row(conversation, event.channel, item))
             owners.append((conversation, item))
-    quiet = [broadcast_inbound_quiet(message=row, conversation=c) for row, (c, _) in zip(rows, owners, strict=True)]
+    # During a campaign every customer may be answering it: their latest broadcast in one query.
+    lately = {c.workspace_id for c, _ in owners if broadcast_sent_lately(workspace_id=c.workspace_id)}
+    latest = broadcast_latest_recipients(conversations=[c for c, _ in owners if c.workspace_id in lately])
+    quiet = [
+        broadcast_inbound_quiet(message=row, conversation=c, latest=latest)
+        for row, (c, _) in zip(rows, owners, strict=True)
+    ]
     if not all(quiet):
         # A reply to a recent broadcast, or a STOP: the long way, for this customer's every delivery.
         loud = {c.pk for (c, _), ok in zip(owners, quiet, strict=True) if not ok}
