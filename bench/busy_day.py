@@ -271,7 +271,11 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
                 continue
             if status != 201:
                 day.errors[f"reply answered {status}"] += 1
-        await closing
+        if not stop.is_set():  # the server closed this operator's socket before the day ended
+            day.errors[f"operator socket closed by the server ({socket.close_code})"] += 1
+            closing.cancel()
+        else:
+            await closing
     http.close()
 
 
