@@ -69,13 +69,24 @@ def test_a_worker_killed_while_applying_webhooks_leaves_every_message_stored_exa
     first = second = None
     try:
         provider = Provider(f"{web.url}/webhooks/{channel.uuid}/")
-        wamids = [provider.send(f"order {n}", wa_id=f"2010000{n % 40:05d}") for n in range(120)]
-        assert provider.acknowledged() == set(wamids)
-        first = start_worker(env, tmp_path / "first.log")  # a backlog: it drains in batches
-        _wait_for(lambda: Message.objects.count() >= 5, 60, "the drainer to start", tmp_path / "first.log")
-        kill(first)
-        # It died holding a batch: claimed, not all applied.
-        assert InboundEvent.objects.filter(state="pending", claimed_at__isnull=False).exists()
+        wamids = [provider.send("hello", wa_id=f"2010000{0:05d}")]
+        first = start_worker(env, tmp_path / "first.log")
+        _wait_for(lambda: Message.objects.count() == 1, 60, "the drainer to start", tmp_path / "first.log")
+        # The first customer's conversation is held by another session, so the drainer's next batch
+        # (a batch applies in one transaction, in a fraction of a second) stops half way: it is
+        # killed holding the batch, claimed and not applied, however fast the machine.
+        import psycopg
+
+        with psycopg.connect(**connection.get_connection_params()) as holder:
+            holder.execute("SELECT 1 FROM conversations_conversation WHERE channel_id = %s FOR UPDATE", [channel.pk])
+            wamids += [provider.send(f"order {n}", wa_id=f"2010000{n % 40:05d}") for n in range(120)]
+            assert provider.acknowledged() == set(wamids)
+            claimed = InboundEvent.objects.filter(state="pending", claimed_at__isnull=False)
+            _wait_for(claimed.exists, 60, "the drainer to claim a batch", tmp_path / "first.log")
+            time.sleep(0.5)  # the batch reaches the held conversation
+            kill(first)
+            holder.rollback()
+        assert claimed.exists()
 
         # Two minutes later a dead drainer's claim is stale; the broker hands its task to the next worker.
         InboundEvent.objects.filter(state="pending").update(claimed_at=F("claimed_at") - timedelta(minutes=3))
@@ -86,7 +97,7 @@ def test_a_worker_killed_while_applying_webhooks_leaves_every_message_stored_exa
         stop_all(first, second, web.process)
 
     assert stored_once(wamids)
-    assert Message.objects.count() == 120
+    assert Message.objects.count() == 121
 
 
 # Redis restarted under connected operators -----------------------------------------------------
