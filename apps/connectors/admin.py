@@ -25,7 +25,7 @@ from apps.connectors.services import (
     webhook_replay,
     webhook_subscriptions_changed,
 )
-from apps.connectors.templates import template_delete, template_submit
+from apps.connectors.templates import DRAFT_FIELDS, template_delete, template_submit
 from apps.core.admin import WorkspaceScopedAdmin
 from apps.core.exceptions import DomainError
 from apps.workspaces.admin import AuditedAdmin
@@ -144,19 +144,7 @@ class MessageTemplateForm(forms.ModelForm):
 
     class Meta:
         model = MessageTemplate
-        fields = (
-            "channel",
-            "name",
-            "language",
-            "category",
-            "parameter_format",
-            "header_format",
-            "header",
-            "body",
-            "footer",
-            "buttons",
-            "example",
-        )
+        fields = ("channel", *DRAFT_FIELDS)
 
     def clean_buttons(self):
         return self.cleaned_data.get("buttons") or []

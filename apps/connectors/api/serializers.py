@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from apps.connectors.models import WEBHOOK_EVENTS, Channel, MessageTemplate, WebhookDelivery, WebhookSubscription
+from apps.connectors.templates import DRAFT_FIELDS
 from apps.core.api.serializers import StrictModelSerializer, StrictSerializerMixin, WorkspaceRelatedField
 
 
@@ -22,16 +23,7 @@ class MessageTemplateSerializer(serializers.ModelSerializer):
         fields = (
             "id",
             "channel",
-            "name",
-            "language",
-            "category",
-            "parameter_format",
-            "header_format",
-            "header",
-            "body",
-            "footer",
-            "buttons",
-            "example",
+            *DRAFT_FIELDS,
             "status",
             "rejected_reason",
             "quality",
