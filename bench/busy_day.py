@@ -4,7 +4,7 @@
                              [--reply-share 0.25] [--statuses sent|delivered] [--web 2] [--workers 3]
 
 `--minutes 10` is the issue's full run; `make bench` runs a short one (about 3 minutes with
-setting up). It makes its own database (`parley_bench_busy`, dropped at the end) and Redis key
+setting up). It makes its own database (`parley_bench_busy_<pid>`, dropped at the end) and Redis key
 prefix on the servers DATABASE_URL / REDIS_URL name (or the embedded ones), starts the channel
 simulator, daphne, a Celery worker and beat, and then, for the whole run:
 
@@ -53,8 +53,9 @@ from bench.inbound import (
     with_database,
 )
 
-BENCH_DB = "parley_bench_busy"
-PREFIX = "parley-bench-busy"
+# Each run its own database and Redis prefix: a run started while another tears down leaves it be.
+BENCH_DB = f"parley_bench_busy_{os.getpid()}"
+PREFIX = f"parley-bench-busy-{os.getpid()}"
 PAGE_ID = "900000003"
 CUSTOMERS = 500  # per channel: they write again and again
 TARGETS = {"ack_p99_ms": 50, "operator_p99_ms": 250, "reply_p99_ms": 1000}
@@ -347,6 +348,7 @@ class Sampler(threading.Thread):
         self.psutil = psutil
         self.handles = {name: psutil.Process(p.pid) for name, p in processes.items()}
         self.handles["load generator (this)"] = psutil.Process()
+        self.alone = {"load generator (this)"}  # its children are the processes above
         self.samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.known: dict = {}
         self.done = threading.Event()
@@ -367,7 +369,8 @@ class Sampler(threading.Thread):
         while not self.done.wait(1):
             for name, handle in self.handles.items():
                 cpu = rss = 0.0
-                for member in self._family(handle):
+                family = [handle] if name in self.alone else self._family(handle)
+                for member in family:
                     try:
                         cpu += member.cpu_percent(None)
                         rss += member.memory_info().rss

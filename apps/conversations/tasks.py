@@ -7,6 +7,7 @@ from redis import RedisError
 
 from apps.conversations import services
 from apps.conversations.services import SendLater, StatusForUnknownMessage
+from apps.core.queue import short_task_waiting
 
 
 @shared_task(name="conversations.process_inbound_event", bind=True, max_retries=5)
@@ -21,7 +22,7 @@ def process_inbound_event(self, event_id: int) -> None:
 @shared_task(name="conversations.drain_inbound_events", bind=True, max_retries=None)
 def drain_inbound_events(self, slot: int) -> int:
     try:
-        return services.inbound_events_drain(slot=slot)
+        return services.inbound_events_drain(slot=slot, step_aside=short_task_waiting)
     except (DatabaseError, RedisError) as error:
         # PostgreSQL or Redis went away under the drainer (a restart, a failover). Failing would
         # leave its slot taken for two minutes, and webhooks stored meanwhile waiting as long:

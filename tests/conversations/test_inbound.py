@@ -335,3 +335,44 @@ def test_a_drainer_applies_every_pending_delivery_and_frees_its_slot(channel):
     assert Message.objects.filter(channel=channel).count() == 5
     assert set(InboundEvent.objects.values_list("state", flat=True)) == {"processed"}
     assert not get_redis().exists(_drain_slot_key(0))
+
+
+def test_a_drainer_steps_aside_between_batches_and_keeps_its_slot(channel):
+    """With another kind of task waiting for its process, a drainer applies the batch in hand,
+    queues its continuation behind that task and returns, its slot kept for the continuation."""
+    from apps.conversations.services import inbound_events_drain
+    from apps.conversations.services.messages import INBOUND_BATCH, _drain_slot_key
+    from apps.core.redis import get_redis
+
+    for number in range(INBOUND_BATCH + 3):
+        post_webhook(Client(), channel, envelope(messages_value(text(f"n {number}", wamid=f"wamid.s{number}"))))
+    get_redis().set(_drain_slot_key(0), "1")
+
+    assert inbound_events_drain(slot=0, step_aside=lambda: True) == INBOUND_BATCH
+    assert InboundEvent.objects.filter(state="processed").count() == INBOUND_BATCH
+    assert get_redis().exists(_drain_slot_key(0))  # the continuation's
+
+    assert inbound_events_drain(slot=0, step_aside=lambda: False) == 3
+    assert Message.objects.filter(channel=channel).count() == INBOUND_BATCH + 3
+
+
+def test_short_task_waiting_reads_the_head_of_celerys_queue():
+    import json
+    import uuid
+
+    from apps.conversations.tasks import deliver_message, drain_inbound_events
+    from apps.core.queue import short_task_waiting
+    from apps.core.redis import get_redis, key
+
+    queue, redis = f"parley-test-peek-{uuid.uuid4().hex}", get_redis()
+    try:
+        assert not short_task_waiting(queue)  # nothing waits
+        drain_inbound_events.apply_async((0,), queue=queue)
+        assert not short_task_waiting(queue)  # only long tasks: no reason to take turns
+        deliver_message.apply_async((1,), queue=queue)
+        assert short_task_waiting(queue)
+        redis.delete(key(queue))
+        redis.lpush(key(queue), json.dumps({"body": "?"}))
+        assert short_task_waiting(queue)  # unreadable: something waits
+    finally:
+        redis.delete(key(queue), key(f"_kombu.binding.{queue}"), key(f"_kombu.binding_permanent.{queue}"))

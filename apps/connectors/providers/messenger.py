@@ -35,6 +35,7 @@ from apps.connectors.base import (
     read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
+from apps.connectors.session import http
 from apps.core import netguard
 
 MB = 1024 * 1024
@@ -402,7 +403,7 @@ class MessengerConnector(MetaWebhooks, Connector):
     def _post(self, channel, **kwargs) -> dict:
         path = f"{channel.credentials.get('page_id', '')}/messages"
         try:
-            response = httpx.post(
+            response = http().post(
                 self._url(channel, path), headers=self._headers(channel), timeout=HTTP_TIMEOUT, **kwargs
             )
         except httpx.HTTPError as error:

@@ -33,6 +33,7 @@ from apps.connectors.base import (
     moment,
     read_capped,
 )
+from apps.connectors.session import http
 from apps.core import netguard
 
 MB = 1024 * 1024
@@ -421,7 +422,7 @@ class TelegramConnector(Connector):
     def _call(self, channel, method: str, **kwargs) -> dict:
         url = f"{self._base(channel)}/bot{self._token(channel)}/{method}"
         try:
-            response = httpx.post(url, timeout=HTTP_TIMEOUT, **kwargs)
+            response = http().post(url, timeout=HTTP_TIMEOUT, **kwargs)
         except httpx.HTTPError as error:
             detail = _without_token(str(error) or type(error).__name__, self._token(channel))
             raise ProviderError(ErrorClass.RETRY, "network", detail) from error

@@ -45,6 +45,7 @@ from apps.connectors.base import (
     read_capped,
 )
 from apps.connectors.replay import WebhookRefused, first_delivery, forget_delivery, replayed
+from apps.connectors.session import http
 from apps.core.redis import get_redis, key
 
 logger = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ def access_token_forget(channel, token: str) -> None:
 def _request(channel, method: str, path: str, params: dict, **kwargs) -> httpx.Response:
     base = (channel.settings or {}).get("base_url") or DEFAULT_BASE_URL
     try:
-        return httpx.request(method, base.rstrip("/") + path, params=params, timeout=HTTP_TIMEOUT, **kwargs)
+        return http().request(method, base.rstrip("/") + path, params=params, timeout=HTTP_TIMEOUT, **kwargs)
     except httpx.HTTPError as error:
         raise network_error(error) from error
 
@@ -407,7 +408,7 @@ def _json_or_none(response: httpx.Response) -> dict | None:
 
 def _download(url: str, media: dict, max_bytes: int) -> MediaFile:
     try:
-        with httpx.stream("GET", url, timeout=HTTP_TIMEOUT) as response:
+        with http().stream("GET", url, timeout=HTTP_TIMEOUT) as response:
             if not response.is_success:
                 error_class = ErrorClass.RETRY if response.status_code >= 500 else ErrorClass.FATAL
                 raise ProviderError(error_class, str(response.status_code), "video download failed")

@@ -28,6 +28,7 @@ from apps.connectors.base import (
     read_capped,
 )
 from apps.connectors.meta import MetaWebhooks
+from apps.connectors.session import http
 from apps.core import netguard
 from apps.core.exceptions import DomainError
 
@@ -316,7 +317,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
             message = self._with_current_template(channel, message)
         url, headers, body = self.send_request(channel, message)
         try:
-            response = httpx.post(url, content=body, headers=headers, timeout=HTTP_TIMEOUT)
+            response = http().post(url, content=body, headers=headers, timeout=HTTP_TIMEOUT)
         except httpx.HTTPError as error:
             raise network_error(error) from error
         return self.send_result(response.status_code, response.content, response.headers)
@@ -477,7 +478,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
 
     def _template_call(self, channel, method: str, path: str, *, template, **kwargs) -> dict:
         try:
-            response = httpx.request(
+            response = http().request(
                 method, self._url(channel, path), headers=self._headers(channel), timeout=HTTP_TIMEOUT, **kwargs
             )
         except httpx.HTTPError as error:
@@ -492,7 +493,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
 
     def _get(self, channel, path: str, **kwargs) -> dict:
         try:
-            response = httpx.get(
+            response = http().get(
                 self._url(channel, path), headers=self._headers(channel), timeout=HTTP_TIMEOUT, **kwargs
             )
         except httpx.HTTPError as error:
@@ -501,7 +502,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
 
     def _post(self, channel, path: str, **kwargs) -> dict:
         try:
-            response = httpx.post(
+            response = http().post(
                 self._url(channel, path),
                 headers=self._headers(channel),
                 timeout=HTTP_TIMEOUT,
@@ -532,7 +533,7 @@ class WhatsAppConnector(MetaWebhooks, Connector):
     def fetch_media(self, channel, media: dict, max_bytes: int) -> MediaFile:
         """GET /{media-id} gives a short-lived URL; the file itself needs the same token."""
         try:
-            meta = httpx.get(
+            meta = http().get(
                 self._url(channel, media["id"]),
                 headers=self._headers(channel),
                 timeout=HTTP_TIMEOUT,

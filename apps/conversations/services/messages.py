@@ -174,8 +174,9 @@ def inbound_events_claim(*, limit: int = INBOUND_BATCH) -> list[int]:
     return ids
 
 
-def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -> int:
-    """Applies pending deliveries until none is left (or `seconds` pass); returns how many."""
+def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS, step_aside=None) -> int:
+    """Applies pending deliveries until none is left (or `seconds` pass, or `step_aside()` says
+    so between two batches: the task's `core.queue.short_task_waiting`); returns how many."""
     from apps.connectors.models import Channel
     from apps.conversations.tasks import drain_inbound_events
     from apps.core.redis import get_redis
@@ -199,8 +200,10 @@ def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS) -
             event.channel = channels[event.channel_id]
         _batch_apply(events)
         done += len(ids)
-        if time.monotonic() > deadline:
-            drain_inbound_events.delay(slot)  # keeps the slot; a fresh task goes on
+        # Past its slice, or another kind of task waits for this process (an operator's reply
+        # to send): a fresh drainer goes on behind it, keeping the slot.
+        if time.monotonic() > deadline or (step_aside is not None and step_aside()):
+            drain_inbound_events.delay(slot)
             return done
 
 
@@ -952,7 +955,7 @@ def message_deliver(*, message_id: int) -> None:
     from apps.connectors.base import ErrorClass, OutboundMessage, ProviderError
     from apps.connectors.ratelimit import slow_down, take_token
 
-    message = Message.objects.select_related("channel", "conversation").filter(pk=message_id).first()
+    message = Message.objects.select_related("channel", "conversation__contact").filter(pk=message_id).first()
     if message is None or message.state not in (DeliveryState.QUEUED, DeliveryState.SENDING):
         return
     if message.state == DeliveryState.SENDING:
@@ -991,7 +994,8 @@ def message_deliver(*, message_id: int) -> None:
     Message.objects.filter(pk=message.pk, state=DeliveryState.SENDING).update(
         state=DeliveryState.SENT, provider_id=result.provider_id, sent_at=timezone.now()
     )
-    message.refresh_from_db()
+    # As it is now: a status callback may already have moved it on.
+    message.refresh_from_db(fields=["state", "provider_id", "sent_at", "error_code", "error_reason"])
     _publish_status(message)
 
 
