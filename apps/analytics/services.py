@@ -376,13 +376,14 @@ def _contributions(cycles, sign: int, into: dict) -> None:
 
 def _refold(conversation_ids: list[int]) -> list[int]:
     """Recomputes these conversations' cycles and moves the rollups by the difference; returns
-    the ids of the events it read (the ones now in the rollups)."""
+    the ids of the unfolded events it read (the ones now in the rollups as well)."""
     metas = _metas(conversation_ids)
     events = defaultdict(list)
     read = []
     for event in Event.objects.filter(conversation_id__in=list(metas)).order_by("conversation_id", "at", "id"):
         events[event.conversation_id].append(event)
-        read.append(event.pk)
+        if not event.folded:
+            read.append(event.pk)
     old = Cycle.objects.filter(conversation_id__in=conversation_ids).only("workspace_id", "contribution")
     new = [cycle for pk, meta in metas.items() for cycle in cycles_of(meta, events[pk])]
     delta: dict = defaultdict(dict)
@@ -403,10 +404,20 @@ def _fold_chunks(conversation_ids: list[int], *, stdout=None) -> int:
     for start in range(0, len(conversation_ids), FOLD_CHUNK):
         with transaction.atomic():
             read = _refold(conversation_ids[start : start + FOLD_CHUNK])
-            marked += Event.objects.filter(pk__in=read, folded=False).update(folded=True)
+            marked += _mark_folded(read)
         if stdout is not None and (start // FOLD_CHUNK) % 50 == 0:
             stdout.write(f"{min(start + FOLD_CHUNK, len(conversation_ids))} / {len(conversation_ids)} conversations")
     return marked
+
+
+def _mark_folded(event_ids: list[int]) -> int:
+    """One array parameter rather than `pk__in` (an IN list of thousands of placeholders, which
+    the driver spent more time splitting than the fold took)."""
+    if not event_ids:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE analytics_event SET folded = true WHERE id = ANY(%s) AND NOT folded", [event_ids])
+        return cursor.rowcount
 
 
 REPEAT_DAYS = 7
