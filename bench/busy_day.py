@@ -249,35 +249,43 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
         async for raw in socket:
             if '"message.created"' not in raw or '"direction": "in"' not in raw:
                 continue
-            event = json.loads(raw)
-            if event.get("type") != "message.created" or event["payload"]["message"]["direction"] != "in":
-                continue
-            text = event["payload"]["message"]["text"]
-            number = int(text.rsplit(" ", 1)[-1])
-            if number % args.operators != index:  # everyone sees it; the conversation's owner answers
-                continue
-            day.to_operator.append((time.perf_counter() - day.sent_at.pop(text, time.perf_counter())) * 1000)
-            if (number % 100) >= args.reply_share * 100:
-                continue
-            reply = f"reply {index}-{replies}"
-            replies += 1
-            body = json.dumps({"text": reply}).encode()
-            day.replied_at[reply] = time.time()
-            path = f"/api/v1/conversations/{event['payload']['conversation_id']}/messages/"
-            try:
-                headers_out = {"Content-Type": "application/json", "X-CSRFToken": csrf, **headers}
-                status = await asyncio.wait_for(http.request("POST", path, body, headers_out), timeout=30)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
-                day.errors[f"reply: {type(error).__name__}"] += 1
-                continue
-            if status != 201:
-                day.errors[f"reply answered {status}"] += 1
+            received, frame = time.perf_counter(), json.loads(raw)
+            for event in frame["events"] if frame.get("type") == "events" else [frame]:  # a batch: one frame
+                replies = await _answer(event, received, index, args, day, http, csrf, headers, replies)
         if not stop.is_set():  # the server closed this operator's socket before the day ended
             day.errors[f"operator socket closed by the server ({socket.close_code})"] += 1
             closing.cancel()
         else:
             await closing
     http.close()
+
+
+async def _answer(event, received, index, args, day, http, csrf, headers, replies) -> int:
+    """Notes when an operator saw a customer's message (`received`: its frame came) and answers
+    a share of them; returns the operator's count of replies so far."""
+    if event.get("type") != "message.created" or event["payload"]["message"]["direction"] != "in":
+        return replies
+    text = event["payload"]["message"]["text"]
+    number = int(text.rsplit(" ", 1)[-1])
+    if number % args.operators != index:  # everyone sees it; the conversation's owner answers
+        return replies
+    day.to_operator.append((received - day.sent_at.pop(text, received)) * 1000)
+    if (number % 100) >= args.reply_share * 100:
+        return replies
+    reply = f"reply {index}-{replies}"
+    replies += 1
+    body = json.dumps({"text": reply}).encode()
+    day.replied_at[reply] = time.time()
+    path = f"/api/v1/conversations/{event['payload']['conversation_id']}/messages/"
+    try:
+        headers_out = {"Content-Type": "application/json", "X-CSRFToken": csrf, **headers}
+        status = await asyncio.wait_for(http.request("POST", path, body, headers_out), timeout=30)
+    except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
+        day.errors[f"reply: {type(error).__name__}"] += 1
+        return replies
+    if status != 201:
+        day.errors[f"reply answered {status}"] += 1
+    return replies
 
 
 async def _close_when(stop: asyncio.Event, socket) -> None:

@@ -276,13 +276,15 @@ async def paced(urls: list[str], ws_url: str, uuid: str, session: str, rate: int
         async def listen():
             while len(latencies) < total:
                 try:
-                    event = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
                 except TimeoutError:
                     return
-                if event.get("type") == "message.created":
-                    token = event["payload"]["message"]["text"]
-                    if token in sent_at:
-                        latencies.append((time.perf_counter() - sent_at.pop(token)) * 1000)
+                received = time.perf_counter()
+                for event in frame["events"] if frame.get("type") == "events" else [frame]:  # a batch: one frame
+                    if event.get("type") == "message.created":
+                        token = event["payload"]["message"]["text"]
+                        if token in sent_at:
+                            latencies.append((received - sent_at.pop(token)) * 1000)
 
         listener = asyncio.create_task(listen())
         servers = [Http(url) for url in urls]

@@ -98,9 +98,14 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         await self.send(text_data=_encoded(event))
 
     async def realtime_events(self, message):
-        """Several events at once (realtime.batched: a batch of inbound deliveries), in order."""
-        for event in message["events"]:
-            await self.realtime_event({"event": event})
+        """Several events at once (realtime.batched: a batch of inbound deliveries), in order, in
+        one frame `{"type": "events", "events": [...]}`: with 50 operators online a batch of 50
+        messages was 7,500 frames a second through the web processes, now 50."""
+        events = [event for event in message["events"] if event.get("origin") != self.channel_name]
+        if len(events) == 1:
+            await self.send(text_data=_encoded(events[0]))
+        elif events:
+            await self.send(text_data=_encoded_batch(events))
 
 
 # Every socket of a workspace gets each of its events: the JSON is made once per web process, not
@@ -116,6 +121,18 @@ def _encoded(event: dict) -> str:
     text = _ENCODED.get(key)
     if text is None:
         text = _ENCODED[key] = json.dumps(event)
+        if len(_ENCODED) > _ENCODED_KEPT:
+            _ENCODED.popitem(last=False)
+    return text
+
+
+def _encoded_batch(events: list[dict]) -> str:
+    key = ("batch", events[0].get("workspace_id"), *(event.get("id") for event in events))
+    if None in key[2:]:
+        return json.dumps({"type": "events", "events": events})
+    text = _ENCODED.get(key)
+    if text is None:
+        text = _ENCODED[key] = json.dumps({"type": "events", "events": events})
         if len(_ENCODED) > _ENCODED_KEPT:
             _ENCODED.popitem(last=False)
     return text

@@ -71,7 +71,8 @@ function connect() {
   ws.onmessage = (message) => {
     const frame = JSON.parse(message.data);
     if (frame.type === "hello") { retry = 0; setState("online"); soon(); return; }  // after a drop: catch up
-    if (LIVE_EVENTS.has(frame.type)) soon();
+    const events = frame.type === "events" ? frame.events : [frame];  // a batch comes in one frame
+    if (events.some((event) => LIVE_EVENTS.has(event.type))) soon();
   };
   ws.onclose = () => {
     setState("offline");

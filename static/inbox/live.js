@@ -41,6 +41,10 @@ export class Live {
       if (frame.events.length >= 1000) this.onResyncOverflow();
       return;
     }
+    if (frame.type === "events") {  // a batch of inbound deliveries, in order, in one frame
+      frame.events.forEach((event) => this.dispatch(event));
+      return;
+    }
     if (frame.type === "pong" || frame.type === "error") return;
     this.dispatch(frame);
   }

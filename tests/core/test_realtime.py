@@ -37,9 +37,10 @@ def receive(socket, timeout=10):
 
 def receive_type(socket, event_type, timeout=10):
     while True:
-        event = receive(socket, timeout)
-        if event["type"] == event_type:
-            return event
+        frame = receive(socket, timeout)
+        for event in frame["events"] if frame["type"] == "events" else [frame]:
+            if event["type"] == event_type:
+                return event
 
 
 def assert_silent(socket, seconds=1.0):
@@ -149,6 +150,30 @@ def test_authors_own_socket_gets_no_echo(live_server_process, tenants):
 
         assert receive_type(colleague, "team.updated")["origin"] == socket_id
         assert_silent(author)
+
+
+def test_a_batch_of_events_arrives_in_one_frame_in_order_without_the_authors_own(live_server_process, tenants):
+    with (
+        open_socket(live_server_process, tenants.supervisor) as author,
+        open_socket(live_server_process, tenants.owner) as colleague,
+    ):
+        socket_id = receive_type(author, "hello")["socket_id"]
+        receive_type(colleague, "hello")
+
+        with realtime.batched():  # as the inbound drainer publishes a batch of deliveries
+            for name in ("One", "Two"):
+                realtime.publish(tenants.a.id, build_event("team.updated", team_id=tenants.team_a.id, name=name))
+            realtime.publish(
+                tenants.a.id, build_event("team.updated", team_id=tenants.team_a.id, name="Mine"), origin=socket_id
+            )
+
+        frame = receive(colleague)
+        assert frame["type"] == "events"
+        assert [event["payload"]["name"] for event in frame["events"]] == ["One", "Two", "Mine"]
+        ids = [event["id"] for event in frame["events"]]
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))  # stream order
+        frame = receive(author)
+        assert [event["payload"]["name"] for event in frame["events"]] == ["One", "Two"]
 
 
 def test_unknown_socket_message_gets_an_error_not_a_disconnect(live_server_process, tenants):

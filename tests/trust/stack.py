@@ -309,7 +309,7 @@ class Operator:
                 if not self._closing:
                     self._socket = self._reopen()
                 continue
-            self._take(frame.get("events", []) if frame["type"] == "resync" else [frame])
+            self._take(frame.get("events", []) if frame["type"] in ("resync", "events") else [frame])
 
     def _reopen(self):
         deadline = time.monotonic() + 60

@@ -43,9 +43,10 @@ def everything_heard(socket, seconds=1.0) -> list[dict]:
     heard = []
     while True:
         try:
-            heard.append(receive(socket, seconds))
+            frame = receive(socket, seconds)
         except TimeoutError:
             return heard
+        heard.extend(frame["events"] if frame["type"] == "events" else [frame])
 
 
 def publish_for(workspace, marker=SECRET) -> str:
