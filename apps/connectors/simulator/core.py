@@ -10,6 +10,7 @@ beside Parley, not inside it.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import re
@@ -158,6 +159,48 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
 
 
+# Plain-HTTP calls keep their connections open for the next call to the same server, as the
+# providers' webhook senders do: a new TCP connection per status callback (hundreds a second in
+# a broadcast) cost Parley's web process more to accept than the callback to store.
+_IDLE: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+_IDLE_LOCK = threading.Lock()
+_IDLE_KEPT = 32  # per server
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def _kept_alive_call(method, parts, body, headers, timeout) -> tuple[int | None, bytes]:
+    server = (parts.hostname, parts.port or 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    for _ in range(2):
+        with _IDLE_LOCK:
+            idle = _IDLE.setdefault(server, [])
+            connection = idle.pop() if idle else None
+        reused = connection is not None
+        if connection is None:
+            connection = http.client.HTTPConnection(*server, timeout=timeout)
+        elif connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            answer = connection.getresponse()
+            data = answer.read()
+        except _STALE:
+            connection.close()
+            if reused:
+                continue  # the server had closed it while it sat idle: once more on a fresh one
+            return None, b""
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            return None, b""
+        with _IDLE_LOCK:
+            if answer.will_close or len(_IDLE[server]) >= _IDLE_KEPT:
+                connection.close()
+            else:
+                _IDLE[server].append(connection)
+        return answer.status, data
+    return None, b""
+
+
 def http_call(
     method: str,
     url: str,
@@ -168,6 +211,9 @@ def http_call(
 ) -> tuple[int | None, bytes]:
     """One HTTP exchange on loopback: (status, body), or (None, b"") when nothing answered."""
     assert_loopback(url)  # so only http(s) on this machine, which is what S310 worries about
+    parts = urlsplit(url)
+    if parts.scheme == "http":
+        return _kept_alive_call(method, parts, body, headers, timeout)
     request = urllib.request.Request(url, body, dict(headers or {}), method=method)  # noqa: S310
     try:
         with _OPENER.open(request, timeout=timeout) as answer:
