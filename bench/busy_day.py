@@ -239,7 +239,7 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
     csrf = secrets.token_hex(16)
     headers = {"Cookie": f"sessionid={session}; csrftoken={csrf}", "Origin": url}
     http = Http(url)
-    replies = 0
+    replies, sending = 0, set()
     async with connect(f"{url.replace('http', 'ws')}/ws/?workspace=busy", additional_headers=headers) as socket:
         await socket.recv()  # hello
         closing = asyncio.create_task(_close_when(stop, socket))
@@ -251,41 +251,49 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
                 continue
             received, frame = time.perf_counter(), json.loads(raw)
             for event in frame["events"] if frame.get("type") == "events" else [frame]:  # a batch: one frame
-                replies = await _answer(event, received, index, args, day, http, csrf, headers, replies)
+                reply = _seen(event, received, index, args, day)
+                if reply is not None:
+                    # Sent beside the socket, as a browser does: reading on while a reply is on its
+                    # way, or the operator's own backlog would count as the server's latency.
+                    body = json.dumps({"text": f"reply {index}-{replies}"}).encode()
+                    day.replied_at[f"reply {index}-{replies}"] = time.time()
+                    replies += 1
+                    sending.add(asyncio.create_task(_reply(reply, body, day, http, csrf, headers)))
+                    sending = {task for task in sending if not task.done()}
         if not stop.is_set():  # the server closed this operator's socket before the day ended
             day.errors[f"operator socket closed by the server ({socket.close_code})"] += 1
             closing.cancel()
         else:
             await closing
+    await asyncio.gather(*sending)
     http.close()
 
 
-async def _answer(event, received, index, args, day, http, csrf, headers, replies) -> int:
-    """Notes when an operator saw a customer's message (`received`: its frame came) and answers
-    a share of them; returns the operator's count of replies so far."""
+def _seen(event, received, index, args, day) -> int | None:
+    """Notes when an operator saw a customer's message (`received`: its frame came); the
+    conversation's id when this operator answers it (a share of each operator's own)."""
     if event.get("type") != "message.created" or event["payload"]["message"]["direction"] != "in":
-        return replies
+        return None
     text = event["payload"]["message"]["text"]
     number = int(text.rsplit(" ", 1)[-1])
     if number % args.operators != index:  # everyone sees it; the conversation's owner answers
-        return replies
+        return None
     day.to_operator.append((received - day.sent_at.pop(text, received)) * 1000)
     if (number % 100) >= args.reply_share * 100:
-        return replies
-    reply = f"reply {index}-{replies}"
-    replies += 1
-    body = json.dumps({"text": reply}).encode()
-    day.replied_at[reply] = time.time()
-    path = f"/api/v1/conversations/{event['payload']['conversation_id']}/messages/"
+        return None
+    return event["payload"]["conversation_id"]
+
+
+async def _reply(conversation_id: int, body: bytes, day, http, csrf, headers) -> None:
+    path = f"/api/v1/conversations/{conversation_id}/messages/"
     try:
         headers_out = {"Content-Type": "application/json", "X-CSRFToken": csrf, **headers}
         status = await asyncio.wait_for(http.request("POST", path, body, headers_out), timeout=30)
     except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
         day.errors[f"reply: {type(error).__name__}"] += 1
-        return replies
+        return
     if status != 201:
         day.errors[f"reply answered {status}"] += 1
-    return replies
 
 
 async def _close_when(stop: asyncio.Event, socket) -> None:
