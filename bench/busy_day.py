@@ -13,7 +13,8 @@ simulator, daphne, a Celery worker and beat, and then, for the whole run:
   conversations that are theirs;
 - customers write `--inbound-rate` messages a second, signed webhooks alternating WhatsApp and
   Messenger wire formats, spread over the web processes;
-- a broadcast sends a WhatsApp template at the channel's `--broadcast-rate`, and the simulator
+- a broadcast sends a WhatsApp template from the shop's promotions number at its `--broadcast-rate`
+  (customers write to the support number), and the simulator
   posts each message's status callbacks back.
 
 It reports the webhooks' acknowledgement p99, webhook → operator's socket p99, operator's reply →
@@ -57,6 +58,7 @@ from bench.inbound import (
 BENCH_DB = f"parley_bench_busy_{os.getpid()}"
 PREFIX = f"parley-bench-busy-{os.getpid()}"
 PAGE_ID = "900000003"
+MARKETING_NUMBER_ID = "900000004"
 CUSTOMERS = 500  # per channel: they write again and again
 TARGETS = {"ack_p99_ms": 50, "operator_p99_ms": 250, "reply_p99_ms": 1000}
 
@@ -121,10 +123,32 @@ def prepare(env: dict, args, simulator_url: str) -> dict:
         user = User.objects.create_user(f"operator-{n}", password="unused-bench-password")  # noqa: S106
         services.membership_add(workspace=workspace, user=user, role=Role.AGENT if n else Role.SUPERVISOR)
         operators.append(session_for(user))
-    whatsapp = Channel.objects.create(
+    # Promotions go out through a number of their own, as shops keep them (a broadcast on the
+    # support number would share its 80 messages a second with the operators' replies, which take
+    # first: connectors.ratelimit.bulk_reserve).
+    marketing = Channel.objects.create(
         workspace=workspace,
         kind="whatsapp",
-        name="Bench number",
+        name="Promotions number",
+        credentials={
+            "access_token": "t",
+            "app_secret": APP_SECRET,
+            "phone_number_id": MARKETING_NUMBER_ID,
+            "waba_id": "W",
+        },
+        settings={"base_url": simulator_url},
+        rate_limit_per_second=args.broadcast_rate,
+    )
+    template = MessageTemplate.objects.create(
+        workspace=workspace, channel=marketing, name="bench_promo", body="Hi {{1}}, {{2}} off.", category="marketing"
+    )
+    midnight = time_of(0)
+    BroadcastSettings.objects.create(workspace=workspace, weekly_cap=100, quiet_from=midnight, quiet_until=midnight)
+    make_contacts(workspace, int(args.broadcast_rate * args.minutes * 60 * 1.5) + 1000)
+    whatsapp = Channel.objects.create(  # after make_contacts, which expects the one number
+        workspace=workspace,
+        kind="whatsapp",
+        name="Support number",
         credentials={
             "access_token": "t",
             "app_secret": APP_SECRET,
@@ -132,15 +156,8 @@ def prepare(env: dict, args, simulator_url: str) -> dict:
             "waba_id": "W",
         },
         settings={"base_url": simulator_url},
-        rate_limit_per_second=args.broadcast_rate,
     )
-    template = MessageTemplate.objects.create(
-        workspace=workspace, channel=whatsapp, name="bench_promo", body="Hi {{1}}, {{2}} off.", category="marketing"
-    )
-    midnight = time_of(0)
-    BroadcastSettings.objects.create(workspace=workspace, weekly_cap=100, quiet_from=midnight, quiet_until=midnight)
-    make_contacts(workspace, int(args.broadcast_rate * args.minutes * 60 * 1.5) + 1000)
-    messenger = Channel.objects.create(  # after make_contacts, which expects the one number
+    messenger = Channel.objects.create(
         workspace=workspace,
         kind="messenger",
         name="Bench page",
@@ -150,20 +167,26 @@ def prepare(env: dict, args, simulator_url: str) -> dict:
     broadcast = broadcasts.broadcast_create(
         workspace=workspace,
         name="Busy day sale",
-        channel=whatsapp,
+        channel=marketing,
         template=template,
         variables=[{"field": "contact.first_name", "fallback": "friend"}, {"value": "20%"}],
         audience=Broadcast.Audience.TAG,
         tag=Tag.objects.get(workspace=workspace, name="everyone"),
     )
-    return {"whatsapp": whatsapp, "messenger": messenger, "broadcast": broadcast, "operators": operators}
+    return {
+        "whatsapp": whatsapp,
+        "marketing": marketing,
+        "messenger": messenger,
+        "broadcast": broadcast,
+        "operators": operators,
+    }
 
 
 def register(simulator_url: str, made: dict, web_url: str, statuses: str) -> None:
     import httpx
 
     sim = httpx.Client(base_url=simulator_url, timeout=30)
-    whatsapp, messenger = made["whatsapp"], made["messenger"]
+    whatsapp, marketing, messenger = made["whatsapp"], made["marketing"], made["messenger"]
     for body in (
         {
             "kind": "whatsapp",
@@ -171,6 +194,13 @@ def register(simulator_url: str, made: dict, web_url: str, statuses: str) -> Non
             "access_token": "t",
             "app_secret": APP_SECRET,
             "webhook_url": f"{web_url}/webhooks/{whatsapp.uuid}/",
+        },
+        {
+            "kind": "whatsapp",
+            "phone_number_id": MARKETING_NUMBER_ID,
+            "access_token": "t",
+            "app_secret": APP_SECRET,
+            "webhook_url": f"{web_url}/webhooks/{marketing.uuid}/",
         },
         {
             "kind": "messenger",
@@ -433,10 +463,15 @@ def provider_received(simulator_url: str) -> dict[str, float]:
 def callbacks_undelivered(simulator_url: str) -> int:
     import httpx
 
-    webhooks = httpx.get(
-        f"{simulator_url}/_simulator/webhooks", params={"phone_number_id": PHONE_NUMBER_ID}, timeout=120
-    ).json()
-    return sum(1 for hook in webhooks if not any(s and 200 <= s < 300 for s in hook.get("parley_statuses", [])))
+    undelivered = 0
+    for number in (PHONE_NUMBER_ID, MARKETING_NUMBER_ID):
+        webhooks = httpx.get(
+            f"{simulator_url}/_simulator/webhooks", params={"phone_number_id": number}, timeout=120
+        ).json()
+        undelivered += sum(
+            1 for hook in webhooks if not any(s and 200 <= s < 300 for s in hook.get("parley_statuses", []))
+        )
+    return undelivered
 
 
 def main(argv=None) -> int:

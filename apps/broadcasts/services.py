@@ -55,7 +55,7 @@ from apps.broadcasts.models import Broadcast, BroadcastSettings, Recipient, Segm
 from apps.broadcasts.results import MARKETING_STOPPED, failure_reason, marketing_stopped_by_provider
 from apps.connectors.base import HTTP_TIMEOUT, ErrorClass, OutboundMessage, ProviderError, SendResult, network_error
 from apps.connectors.models import MessageTemplate
-from apps.connectors.ratelimit import slow_down, take_tokens
+from apps.connectors.ratelimit import bulk_reserve, slow_down, take_tokens
 from apps.connectors.registry import connector_for
 from apps.contacts.models import Contact, ContactIdentity
 from apps.contacts.services import contact_set_phone, normalise_phone
@@ -1477,7 +1477,9 @@ class Pacer:
         while True:
             with self.token_lock:
                 if not self.tokens:
-                    self.tokens, wait = take_tokens(self.bucket, self.rate, self.chunk)
+                    self.tokens, wait = take_tokens(
+                        self.bucket, self.rate, self.chunk, reserve=bulk_reserve(self.rate)
+                    )
                 if self.tokens:
                     self.tokens -= 1
                     return True

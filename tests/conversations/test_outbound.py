@@ -246,6 +246,18 @@ def test_the_token_bucket_holds_the_channels_rate():
     assert all(wait > 0 for wait in waits[5:])
 
 
+def test_bulk_sending_leaves_a_reserve_for_live_replies_on_the_same_number():
+    from apps.connectors.ratelimit import bulk_reserve, take_tokens
+
+    bucket = f"test-bucket-reserve-{timezone.now().timestamp()}"
+    reserve = bulk_reserve(80)
+    granted, _ = take_tokens(bucket, 80, 80, reserve=reserve)  # a broadcast takes what it may
+    assert granted == 80 - reserve
+    assert take_tokens(bucket, 80, 1, reserve=reserve) == (0, pytest.approx(0.0125, abs=0.002))
+    assert all(take_token(bucket, 80) == 0 for _ in range(int(reserve)))  # a reply goes at once
+    assert take_token(bucket, 80) > 0  # then the number's limit holds for everyone
+
+
 def test_a_conversations_messages_leave_in_the_order_they_were_written(conversation, agent, simulator):
     greeting = message_send(conversation=conversation, author=agent, text="Hi Amira")
     menu = message_send(conversation=conversation, author=agent, text="Pick one")
