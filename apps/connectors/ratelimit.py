@@ -43,8 +43,9 @@ def take_tokens(bucket: str, rate_per_second: float, count: int, *, reserve: flo
 def bulk_reserve(rate_per_second: float) -> float:
     """The tokens bulk sending leaves for live conversations on the same number: a tenth of a
     second's worth. A broadcast at the number's whole rate still gets every token the replies
-    do not use; an operator's reply never waits behind 100,000 promotions."""
-    return max(1.0, rate_per_second / 10)
+    do not use; an operator's reply never waits behind 100,000 promotions. None below 10/s: the
+    bucket holds a second's tokens, and a reserve as large as that would starve the broadcast."""
+    return rate_per_second / 10 if rate_per_second >= 10 else 0.0
 
 
 def take_token(bucket: str, rate_per_second: float) -> float:

@@ -521,7 +521,9 @@ def test_the_progress_page_follows_the_broadcast_live_over_the_websocket(live_se
     broadcast.refresh_from_db()
     broadcast_progress_publish(broadcast=broadcast, force=True)
 
-    page.wait_for_function("document.getElementById('bc-sent').textContent === '2'")
+    # A selector, not wait_for_function: a string predicate is eval'd in the page, which its
+    # Content-Security-Policy refuses (the test failed whenever the update was not there at once).
+    page.wait_for_selector("#bc-sent:text-is('2')")
     assert page.text_content("#bc-delivered") == "2"
     assert page.text_content("#bc-read") == "1"
     assert page.text_content("#bc-done") == "2 / 2"

@@ -256,6 +256,8 @@ def test_bulk_sending_leaves_a_reserve_for_live_replies_on_the_same_number():
     assert take_tokens(bucket, 80, 1, reserve=reserve) == (0, pytest.approx(0.0125, abs=0.002))
     assert all(take_token(bucket, 80) == 0 for _ in range(int(reserve)))  # a reply goes at once
     assert take_token(bucket, 80) > 0  # then the number's limit holds for everyone
+    slow = f"{bucket}-slow"  # a number of 2 messages a second: its broadcast keeps every token
+    assert take_tokens(slow, 2, 2, reserve=bulk_reserve(2)) == (2, 0)
 
 
 def test_a_conversations_messages_leave_in_the_order_they_were_written(conversation, agent, simulator):

@@ -14,6 +14,7 @@ import http.client
 import itertools
 import json
 import re
+import select
 import socket
 import sys
 import threading
@@ -168,17 +169,33 @@ _IDLE_KEPT = 32  # per server
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-def _kept_alive_call(method, parts, body, headers, timeout) -> tuple[int | None, bytes]:
-    server = (parts.hostname, parts.port or 80)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    for _ in range(2):
+def _idle_connection(server) -> http.client.HTTPConnection | None:
+    """A kept connection to `server` that is still open: an idle one has nothing to read unless
+    the server closed it (then it is readable, at its end) and it is dropped."""
+    while True:
         with _IDLE_LOCK:
             idle = _IDLE.setdefault(server, [])
             connection = idle.pop() if idle else None
+        if connection is None:
+            return None
+        try:
+            closed = connection.sock is None or bool(select.select([connection.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            closed = True
+        if not closed:
+            return connection
+        connection.close()
+
+
+def _kept_alive_call(method, parts, body, headers, timeout) -> tuple[int | None, bytes]:
+    server = (parts.hostname, parts.port or 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    connection = _idle_connection(server)
+    for _ in range(2):
         reused = connection is not None
         if connection is None:
             connection = http.client.HTTPConnection(*server, timeout=timeout)
-        elif connection.sock is not None:
+        else:
             connection.sock.settimeout(timeout)
         try:
             connection.request(method, path, body=body, headers=dict(headers or {}))
@@ -187,7 +204,8 @@ def _kept_alive_call(method, parts, body, headers, timeout) -> tuple[int | None,
         except _STALE:
             connection.close()
             if reused:
-                continue  # the server had closed it while it sat idle: once more on a fresh one
+                connection = None  # closed by the server as it was taken: once more on a new one
+                continue
             return None, b""
         except (OSError, http.client.HTTPException):
             connection.close()
