@@ -119,7 +119,7 @@ def prepare(env: dict, recipients: int, simulator_url: str) -> dict:
     from django.core.management import call_command
 
     from apps.broadcasts.models import BroadcastSettings, Segment
-    from apps.connectors.models import Channel, MessageTemplate
+    from apps.connectors.models import MessageTemplate
     from apps.workspaces import services
     from apps.workspaces.models import Role, User
 
@@ -129,18 +129,7 @@ def prepare(env: dict, recipients: int, simulator_url: str) -> dict:
     )
     user = User.objects.create_user("bench-supervisor", password="unused-bench-password")  # noqa: S106
     services.membership_add(workspace=workspace, user=user, role=Role.SUPERVISOR)
-    channel = Channel.objects.create(
-        workspace=workspace,
-        kind="whatsapp",
-        name="Bench number",
-        credentials={
-            "access_token": "t",
-            "app_secret": APP_SECRET,
-            "phone_number_id": PHONE_NUMBER_ID,
-            "waba_id": "W",
-        },
-        settings={"base_url": simulator_url},
-    )
+    channel = whatsapp_number(workspace, simulator_url, PHONE_NUMBER_ID, "Bench number", APP_SECRET)
     template = MessageTemplate.objects.create(
         workspace=workspace,
         channel=channel,
@@ -180,6 +169,21 @@ def time_of(hour: int):
     from datetime import time as clock
 
     return clock(hour, 0)
+
+
+def whatsapp_number(workspace, simulator_url: str, phone_number_id: str, name: str, app_secret: str, **fields):
+    """A WhatsApp channel on the simulator whose webhooks are signed with `app_secret`."""
+    from apps.connectors.models import Channel
+
+    credentials = {"access_token": "t", "app_secret": app_secret, "phone_number_id": phone_number_id, "waba_id": "W"}
+    return Channel.objects.create(
+        workspace=workspace,
+        kind="whatsapp",
+        name=name,
+        credentials=credentials,
+        settings={"base_url": simulator_url},
+        **fields,
+    )
 
 
 def make_contacts(workspace, count: int) -> None:

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import defaultdict
 
-from bench.broadcast import make_contacts, time_of
+from bench.broadcast import make_contacts, time_of, whatsapp_number
 from bench.inbound import (
     APP_SECRET,
     BIN,
@@ -126,17 +126,12 @@ def prepare(env: dict, args, simulator_url: str) -> dict:
     # Promotions go out through a number of their own, as shops keep them (a broadcast on the
     # support number would share its 80 messages a second with the operators' replies, which take
     # first: connectors.ratelimit.bulk_reserve).
-    marketing = Channel.objects.create(
-        workspace=workspace,
-        kind="whatsapp",
-        name="Promotions number",
-        credentials={
-            "access_token": "t",
-            "app_secret": APP_SECRET,
-            "phone_number_id": MARKETING_NUMBER_ID,
-            "waba_id": "W",
-        },
-        settings={"base_url": simulator_url},
+    marketing = whatsapp_number(
+        workspace,
+        simulator_url,
+        MARKETING_NUMBER_ID,
+        "Promotions number",
+        APP_SECRET,
         rate_limit_per_second=args.broadcast_rate,
     )
     template = MessageTemplate.objects.create(
@@ -145,18 +140,8 @@ def prepare(env: dict, args, simulator_url: str) -> dict:
     midnight = time_of(0)
     BroadcastSettings.objects.create(workspace=workspace, weekly_cap=100, quiet_from=midnight, quiet_until=midnight)
     make_contacts(workspace, int(args.broadcast_rate * args.minutes * 60 * 1.5) + 1000)
-    whatsapp = Channel.objects.create(  # after make_contacts, which expects the one number
-        workspace=workspace,
-        kind="whatsapp",
-        name="Support number",
-        credentials={
-            "access_token": "t",
-            "app_secret": APP_SECRET,
-            "phone_number_id": PHONE_NUMBER_ID,
-            "waba_id": "W",
-        },
-        settings={"base_url": simulator_url},
-    )
+    # After make_contacts, which expects the one number.
+    whatsapp = whatsapp_number(workspace, simulator_url, PHONE_NUMBER_ID, "Support number", APP_SECRET)
     messenger = Channel.objects.create(
         workspace=workspace,
         kind="messenger",
@@ -187,21 +172,10 @@ def register(simulator_url: str, made: dict, web_url: str, statuses: str) -> Non
 
     sim = httpx.Client(base_url=simulator_url, timeout=30)
     whatsapp, marketing, messenger = made["whatsapp"], made["marketing"], made["messenger"]
+    numbers = {"access_token": "t", "app_secret": APP_SECRET, "kind": "whatsapp"}
     for body in (
-        {
-            "kind": "whatsapp",
-            "phone_number_id": PHONE_NUMBER_ID,
-            "access_token": "t",
-            "app_secret": APP_SECRET,
-            "webhook_url": f"{web_url}/webhooks/{whatsapp.uuid}/",
-        },
-        {
-            "kind": "whatsapp",
-            "phone_number_id": MARKETING_NUMBER_ID,
-            "access_token": "t",
-            "app_secret": APP_SECRET,
-            "webhook_url": f"{web_url}/webhooks/{marketing.uuid}/",
-        },
+        {**numbers, "phone_number_id": PHONE_NUMBER_ID, "webhook_url": f"{web_url}/webhooks/{whatsapp.uuid}/"},
+        {**numbers, "phone_number_id": MARKETING_NUMBER_ID, "webhook_url": f"{web_url}/webhooks/{marketing.uuid}/"},
         {
             "kind": "messenger",
             "page_id": PAGE_ID,

@@ -117,22 +117,21 @@ _ENCODED_KEPT = 2000
 def _encoded(event: dict) -> str:
     if event.get("id") is None:  # not in the stream (typing, a person's notification): one socket's
         return json.dumps(event)
-    key = (event.get("workspace_id"), event["id"])
-    text = _ENCODED.get(key)
-    if text is None:
-        text = _ENCODED[key] = json.dumps(event)
-        if len(_ENCODED) > _ENCODED_KEPT:
-            _ENCODED.popitem(last=False)
-    return text
+    return _kept((event.get("workspace_id"), event["id"]), event)
 
 
 def _encoded_batch(events: list[dict]) -> str:
-    key = ("batch", events[0].get("workspace_id"), *(event.get("id") for event in events))
-    if None in key[2:]:
-        return json.dumps({"type": "events", "events": events})
+    frame = {"type": "events", "events": events}
+    ids = tuple(event.get("id") for event in events)
+    if None in ids:
+        return json.dumps(frame)
+    return _kept(("batch", events[0].get("workspace_id"), *ids), frame)
+
+
+def _kept(key: tuple, value: dict) -> str:
     text = _ENCODED.get(key)
     if text is None:
-        text = _ENCODED[key] = json.dumps({"type": "events", "events": events})
+        text = _ENCODED[key] = json.dumps(value)
         if len(_ENCODED) > _ENCODED_KEPT:
             _ENCODED.popitem(last=False)
     return text

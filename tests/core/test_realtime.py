@@ -2,6 +2,7 @@
 layer, and events published by services, including from a Celery task in a real worker."""
 
 import json
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -137,14 +138,17 @@ def test_reconnecting_socket_catches_up_on_missed_events(live_server_process, te
     assert missed[0]["id"] < missed[1]["id"] or len(missed[0]["id"]) < len(missed[1]["id"])
 
 
-def test_authors_own_socket_gets_no_echo(live_server_process, tenants):
-    with (
-        open_socket(live_server_process, tenants.supervisor) as author,
-        open_socket(live_server_process, tenants.owner) as colleague,
-    ):
+@contextmanager
+def author_and_colleague(live, tenants):
+    """Two sockets of workspace A past their hello, and the author's socket id."""
+    with open_socket(live, tenants.supervisor) as author, open_socket(live, tenants.owner) as colleague:
         socket_id = receive_type(author, "hello")["socket_id"]
         receive_type(colleague, "hello")
+        yield author, colleague, socket_id
 
+
+def test_authors_own_socket_gets_no_echo(live_server_process, tenants):
+    with author_and_colleague(live_server_process, tenants) as (author, colleague, socket_id):
         event = build_event("team.updated", team_id=tenants.team_a.id, name="Orders")
         realtime.publish(tenants.a.id, event, origin=socket_id)
 
@@ -153,13 +157,7 @@ def test_authors_own_socket_gets_no_echo(live_server_process, tenants):
 
 
 def test_a_batch_of_events_arrives_in_one_frame_in_order_without_the_authors_own(live_server_process, tenants):
-    with (
-        open_socket(live_server_process, tenants.supervisor) as author,
-        open_socket(live_server_process, tenants.owner) as colleague,
-    ):
-        socket_id = receive_type(author, "hello")["socket_id"]
-        receive_type(colleague, "hello")
-
+    with author_and_colleague(live_server_process, tenants) as (author, colleague, socket_id):
         with realtime.batched():  # as the inbound drainer publishes a batch of deliveries
             for name in ("One", "Two"):
                 realtime.publish(tenants.a.id, build_event("team.updated", team_id=tenants.team_a.id, name=name))
