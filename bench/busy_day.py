@@ -167,21 +167,25 @@ def prepare(env: dict, args, simulator_url: str) -> dict:
     }
 
 
-def register(simulator_url: str, made: dict, web_url: str, statuses: str) -> None:
+def register(simulator_url: str, made: dict, urls: list[str], statuses: str) -> None:
+    """The simulator's channels, each calling back a web process of its own in turn, as a proxy in
+    front of them would spread the providers' webhooks (the broadcast's status callbacks alone
+    are 80 a second)."""
     import httpx
 
     sim = httpx.Client(base_url=simulator_url, timeout=30)
     whatsapp, marketing, messenger = made["whatsapp"], made["marketing"], made["messenger"]
+    web = [urls[n % len(urls)] for n in range(3)]
     numbers = {"access_token": "t", "app_secret": APP_SECRET, "kind": "whatsapp"}
     for body in (
-        {**numbers, "phone_number_id": PHONE_NUMBER_ID, "webhook_url": f"{web_url}/webhooks/{whatsapp.uuid}/"},
-        {**numbers, "phone_number_id": MARKETING_NUMBER_ID, "webhook_url": f"{web_url}/webhooks/{marketing.uuid}/"},
+        {**numbers, "phone_number_id": PHONE_NUMBER_ID, "webhook_url": f"{web[0]}/webhooks/{whatsapp.uuid}/"},
+        {**numbers, "phone_number_id": MARKETING_NUMBER_ID, "webhook_url": f"{web[1]}/webhooks/{marketing.uuid}/"},
         {
             "kind": "messenger",
             "page_id": PAGE_ID,
             "page_access_token": "p",
             "app_secret": APP_SECRET,
-            "webhook_url": f"{web_url}/webhooks/{messenger.uuid}/",
+            "webhook_url": f"{web[2]}/webhooks/{messenger.uuid}/",
         },
     ):
         sim.post("/_simulator/channels", json=body).raise_for_status()
@@ -504,7 +508,7 @@ def run(args, env: dict, database: str, processes: dict, simulator_url: str, log
     wait_until(lambda: _up(httpx, f"{simulator_url}/_simulator/channels"), 20, "the simulator")
     for url in urls:
         wait_until(lambda u=url: _up(httpx, f"{u}/healthz"), 60, "daphne")
-    register(simulator_url, made, urls[0], args.statuses)
+    register(simulator_url, made, urls, args.statuses)
     print(
         f"machine: {os.cpu_count()} cores, shared with other work; {args.web} daphne, Celery prefork "
         f"x{args.workers}, beat; PostgreSQL {database.split('@')[-1]}; set up in {time.monotonic() - started:.0f} s",

@@ -2,10 +2,34 @@
 
 import gc
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+
+def _pooled_database_connections() -> None:
+    """Each request runs on a thread of its own under ASGI, and each thread opened a connection of
+    its own: fifty operators replying at once while webhooks and broadcasts ran went past
+    PostgreSQL's max_connections ("sorry, too many clients already": 500s). A web process now
+    borrows from one pool of WEB_DATABASE_CONNECTIONS (psycopg_pool, through Django's "pool"
+    option); a request that finds it all lent waits up to 10 s. Workers keep one connection each
+    (config/celery.py), so this is the web process's own choice, made before any connection. (The
+    test process imports this module for its `application`, and keeps its own connections.)"""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    serving = "pytest" not in sys.modules and settings.WEB_DATABASE_CONNECTIONS > 0
+    if serving and database["ENGINE"].endswith("postgresql") and database["CONN_MAX_AGE"] == 0:
+        database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2,
+            "max_size": settings.WEB_DATABASE_CONNECTIONS,
+            "timeout": 10,
+        }
+
+
+_pooled_database_connections()
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)

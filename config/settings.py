@@ -127,6 +127,10 @@ WORKER_DATABASE_CONN_MAX_AGE = env_int("WORKER_DATABASE_CONN_MAX_AGE", 600)
 # Threads (each with its own, kept connection) that store providers' webhooks in a web process
 # (apps/connectors/views.webhook_asgi): the most connections webhooks take there, whatever the load.
 WEBHOOK_DATABASE_CONNECTIONS = env_int("WEBHOOK_DATABASE_CONNECTIONS", 8)
+# The most PostgreSQL connections one web process holds, those webhook threads' included: its
+# requests and sockets borrow from a pool this size (config/asgi.py), waiting their turn when it
+# is all lent, instead of each opening one of its own until the server refuses more.
+WEB_DATABASE_CONNECTIONS = env_int("WEB_DATABASE_CONNECTIONS", WEBHOOK_DATABASE_CONNECTIONS + 12)
 # How many worker processes apply stored webhooks at once (apps/conversations/services/messages.py).
 INBOUND_DRAINERS = env_int("INBOUND_DRAINERS", 2)
 # Two test runs on one server (two checkouts, say) each need their own test database.

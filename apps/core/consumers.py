@@ -4,7 +4,6 @@ no business rules: one handler per message type."""
 
 import json
 import re
-from collections import OrderedDict
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
@@ -12,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from apps.core import realtime
+from apps.core.hub import hub
 from apps.workspaces.selectors import workspace_context_for_user
 from apps.workspaces.services import agent_heartbeat
 
@@ -39,10 +39,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.workspace_id = context.workspace.id
         self.membership = context.membership
         self.joined = (realtime.workspace_group(self.workspace_id), realtime.user_group(user.id))
-        for group in self.joined:
+        for group in self.joined:  # for what is not kept in the stream: typing hints, notifications
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
-        last_id = await sync_to_async(realtime.last_event_id)(self.workspace_id)
+        last_id = await hub().join(self.workspace_id, self)
         await self.send_json(
             {
                 "type": "hello",
@@ -54,6 +54,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def disconnect(self, code):
+        if self.workspace_id is not None:
+            hub().leave(self.workspace_id, self)
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -92,49 +94,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def realtime_event(self, message):
+        """What the Channels layer brings: events not kept in the stream (the stream's own reach
+        the socket through apps.core.hub)."""
         event = message["event"]
         if event.get("origin") == self.channel_name:
             return  # the author's own action: its page already shows it
-        await self.send(text_data=_encoded(event))
-
-    async def realtime_events(self, message):
-        """Several events at once (realtime.batched: a batch of inbound deliveries), in order, in
-        one frame `{"type": "events", "events": [...]}`: with 50 operators online a batch of 50
-        messages was 7,500 frames a second through the web processes, now 50."""
-        events = [event for event in message["events"] if event.get("origin") != self.channel_name]
-        if len(events) == 1:
-            await self.send(text_data=_encoded(events[0]))
-        elif events:
-            await self.send(text_data=_encoded_batch(events))
-
-
-# Every socket of a workspace gets each of its events: the JSON is made once per web process, not
-# once per socket (50 operators online: 50 encodings of every message). Kept for the newest events.
-_ENCODED: OrderedDict[tuple, str] = OrderedDict()
-_ENCODED_KEPT = 2000
-
-
-def _encoded(event: dict) -> str:
-    if event.get("id") is None:  # not in the stream (typing, a person's notification): one socket's
-        return json.dumps(event)
-    return _kept((event.get("workspace_id"), event["id"]), event)
-
-
-def _encoded_batch(events: list[dict]) -> str:
-    frame = {"type": "events", "events": events}
-    ids = tuple(event.get("id") for event in events)
-    if None in ids:
-        return json.dumps(frame)
-    return _kept(("batch", events[0].get("workspace_id"), *ids), frame)
-
-
-def _kept(key: tuple, value: dict) -> str:
-    text = _ENCODED.get(key)
-    if text is None:
-        text = _ENCODED[key] = json.dumps(value)
-        if len(_ENCODED) > _ENCODED_KEPT:
-            _ENCODED.popitem(last=False)
-    return text
+        await self.send(text_data=json.dumps(event))
 
 
 def _typing(*, workspace_id: int, conversation_id: int, user, origin: str) -> None:

@@ -1,10 +1,11 @@
 """The one way realtime events leave Parley.
 
 Services call `publish_on_commit`, never `publish` inside a transaction: a browser must not
-hear of a row that is then rolled back. Each event is first appended to the workspace's Redis
-stream, whose id orders it, so a socket that reconnects can ask for everything after the last
-id it saw (`events_since`); then it is fanned out to the workspace's group on the Channels
-layer, which every connected socket of that workspace has joined.
+hear of a row that is then rolled back. An event is appended to the workspace's Redis stream,
+whose id orders it; each web process reads the streams of the workspaces it has sockets for and
+hands every event to them (apps.core.hub), and a socket that reconnects asks for everything after
+the last id it saw (`events_since`). What is not worth keeping (typing hints, one person's
+notifications) goes to the sockets through the Channels layer's groups instead.
 """
 
 import asyncio
@@ -75,14 +76,13 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-def _stream_key(workspace_id: int) -> str:
+def stream_key(workspace_id: int) -> str:
     return key("events", workspace_id)
 
 
 # Inside `batched()` (the inbound drainer applies a whole batch of deliveries in one transaction)
 # events are held and leave together when the block ends: one Redis round trip appends them all to
-# their streams, and one Channels message per workspace carries them to its sockets, instead of
-# two round trips and one group send each.
+# their streams instead of one each.
 _held: ContextVar[list | None] = ContextVar("realtime_held", default=None)
 
 
@@ -99,22 +99,17 @@ def batched():
 
 
 def _publish_many(held: list[tuple[int, dict]]) -> None:
-    pipeline = get_redis().pipeline(transaction=False)
+    pipeline = get_redis().pipeline()  # MULTI: a stream reader wakes once, to the whole batch
     for workspace_id, envelope in held:
         pipeline.xadd(
-            _stream_key(workspace_id), {"event": json.dumps(envelope)}, maxlen=STREAM_MAXLEN, approximate=True
+            stream_key(workspace_id), {"event": json.dumps(envelope)}, maxlen=STREAM_MAXLEN, approximate=True
         )
-    by_workspace: dict[int, list[dict]] = {}
-    for (workspace_id, envelope), event_id in zip(held, pipeline.execute(), strict=True):
-        envelope["id"] = event_id.decode()
-        by_workspace.setdefault(workspace_id, []).append(envelope)
-    for workspace_id, envelopes in by_workspace.items():
-        _layer.group_send(workspace_group(workspace_id), {"type": "realtime.events", "events": envelopes})
+    pipeline.execute()
 
 
 def publish(workspace_id: int, event: dict, *, origin: str | None = None) -> str | None:
-    """Appends the event to the workspace's stream and sends it to its sockets; returns its id
-    (None while held by `batched()`: it is sent when the batch ends)."""
+    """Appends the event to the workspace's stream, which the web processes read for their
+    sockets; returns its id (None while held by `batched()`: it is appended when the batch ends)."""
     envelope = {
         **event,
         "workspace_id": workspace_id,
@@ -127,16 +122,9 @@ def publish(workspace_id: int, event: dict, *, origin: str | None = None) -> str
         return None
     event_id = (
         get_redis()
-        .xadd(
-            _stream_key(workspace_id),
-            {"event": json.dumps(envelope)},
-            maxlen=STREAM_MAXLEN,
-            approximate=True,
-        )
+        .xadd(stream_key(workspace_id), {"event": json.dumps(envelope)}, maxlen=STREAM_MAXLEN, approximate=True)
         .decode()
     )
-    envelope["id"] = event_id
-    _layer.group_send(workspace_group(workspace_id), {"type": "realtime.event", "event": envelope})
     return event_id
 
 
@@ -169,13 +157,13 @@ def notify_user_on_commit(user_id: int, event: dict, *, workspace_id: int | None
 
 
 def last_event_id(workspace_id: int) -> str:
-    newest = get_redis().xrevrange(_stream_key(workspace_id), count=1)
+    newest = get_redis().xrevrange(stream_key(workspace_id), count=1)
     return newest[0][0].decode() if newest else "0-0"
 
 
 def events_since(workspace_id: int, last_id: str, *, limit: int = 1000) -> list[dict]:
     """Events after `last_id`, oldest first; at most `limit` (then the client reloads)."""
-    entries = get_redis().xrange(_stream_key(workspace_id), min=f"({last_id}", count=limit)
+    entries = get_redis().xrange(stream_key(workspace_id), min=f"({last_id}", count=limit)
     events = []
     for entry_id, fields in entries:
         event = json.loads(fields[b"event"])

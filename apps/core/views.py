@@ -1,4 +1,6 @@
-from django.db import connection
+import sys
+
+from django.db import OperationalError, connection
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -52,4 +54,11 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    if isinstance(sys.exc_info()[1], OperationalError):
+        # PostgreSQL unreachable, or every connection of this web process's pool lent for 10 s
+        # (config/asgi.py): nothing is wrong with the request, so say when to try again.
+        detail = _("Parley is busy or cannot reach its database just now. Try again in a few seconds.")
+        response = _error(request, 503, "unavailable", detail, "500.html")
+        response["Retry-After"] = "5"
+        return response
     return _error(request, 500, "server_error", _("Something went wrong on our side."), "500.html")

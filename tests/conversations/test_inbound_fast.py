@@ -228,7 +228,7 @@ def test_a_batch_reaches_the_inbox_as_one_group_message_in_order(channel, django
     assert {event["type"] for event in events} == {"message.created", "conversation.updated"}
     updated = [event for event in events if event["type"] == "conversation.updated"]
     assert {event["payload"]["conversation"]["unread_count"] for event in updated} == {2}
-    raw = get_redis().xrevrange(realtime._stream_key(channel.workspace_id), count=1)[0][1][b"event"]
+    raw = get_redis().xrevrange(realtime.stream_key(channel.workspace_id), count=1)[0][1][b"event"]
     assert json.loads(raw)["workspace_id"] == channel.workspace_id
 
 

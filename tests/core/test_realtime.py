@@ -174,6 +174,24 @@ def test_a_batch_of_events_arrives_in_one_frame_in_order_without_the_authors_own
         assert [event["payload"]["name"] for event in frame["events"]] == ["One", "Two"]
 
 
+def test_every_socket_of_a_workspace_gets_a_burst_once_and_in_order(live_server_process, tenants):
+    """A web process reads the workspace's stream once for all its sockets (apps/core/hub.py) and
+    hands each what it read: nothing skipped, nothing twice, in the stream's order."""
+    names = [f"Team {n}" for n in range(60)]
+    with author_and_colleague(live_server_process, tenants) as (one, other, _):
+        for name in names:
+            realtime.publish(tenants.a.id, build_event("team.updated", team_id=tenants.team_a.id, name=name))
+
+        for socket in (one, other):
+            seen = []
+            while len(seen) < len(names):
+                frame = receive(socket)
+                events = frame["events"] if frame["type"] == "events" else [frame]
+                seen += [event["payload"]["name"] for event in events if event["type"] == "team.updated"]
+            assert seen == names
+            assert_silent(socket, 0.5)
+
+
 def test_unknown_socket_message_gets_an_error_not_a_disconnect(live_server_process, tenants):
     with open_socket(live_server_process, tenants.teammate) as socket:
         receive_type(socket, "hello")

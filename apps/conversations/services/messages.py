@@ -42,6 +42,7 @@ from apps.conversations.models import (
     InboundEvent,
     Message,
 )
+from apps.conversations.selectors import messages_attachments_load
 from apps.core import realtime
 from apps.core.events import build_event
 from apps.core.exceptions import DomainError
@@ -681,8 +682,12 @@ def message_send(
             client_id=client_id,
             state=DeliveryState.QUEUED,
         )
+        message.channel = conversation.channel  # for its event and the API's answer, without a query each
         if upload is not None:
             _attachment_store(message, upload)
+        else:
+            message.has_files = False
+            messages_attachments_load([message])
         _conversation_note_outbound(conversation, sender_kind)
         message_event_record(conversation=conversation, message=message)
         if sender_kind == Message.Sender.AGENT and author is not None:
