@@ -2,6 +2,7 @@
 
     python -m bench.busy_day [--minutes 1] [--operators 50] [--inbound-rate 100] [--broadcast-rate 80]
                              [--reply-share 0.25] [--statuses sent|delivered] [--web 2] [--workers 3]
+                             [--worker-nice 10]
 
 `--minutes 10` is the issue's full run; `make bench` runs a short one (about 3 minutes with
 setting up). It makes its own database (`parley_bench_busy_<pid>`, dropped at the end) and Redis key
@@ -67,6 +68,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.busy_day")
     parser.add_argument("--minutes", type=float, default=1.0, help="length of the run (the issue's: 10)")
     parser.add_argument("--operators", type=int, default=50)
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="the worker's nice level (as in the Procfile)",
+    )
     parser.add_argument("--inbound-rate", type=int, default=100, help="customer messages per second")
     parser.add_argument("--broadcast-rate", type=int, default=80, help="the broadcast's sends per second")
     parser.add_argument("--reply-share", type=float, default=0.25, help="share of customer messages answered")
@@ -498,7 +505,8 @@ def run(args, env: dict, database: str, processes: dict, simulator_url: str, log
         command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
         processes[f"daphne :{port}"] = spawn(command, env, logs / f"busy-daphne-{port}.log")
     celery = [str(BIN / "celery"), "--app", "config"]
-    worker = [*celery, "worker", "--queues", PREFIX, "--loglevel", "WARNING", "--concurrency", str(args.workers)]
+    worker = ["nice", "-n", str(args.worker_nice), *celery, "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
+    worker += ["--concurrency", str(args.workers)]
     processes[f"worker x{args.workers}"] = spawn(
         [*worker, "--without-gossip", "--without-mingle"], env, logs / "busy-worker.log"
     )
@@ -511,7 +519,8 @@ def run(args, env: dict, database: str, processes: dict, simulator_url: str, log
     register(simulator_url, made, urls, args.statuses)
     print(
         f"machine: {os.cpu_count()} cores, shared with other work; {args.web} daphne, Celery prefork "
-        f"x{args.workers}, beat; PostgreSQL {database.split('@')[-1]}; set up in {time.monotonic() - started:.0f} s",
+        f"x{args.workers} at nice {args.worker_nice}, beat; PostgreSQL {database.split('@')[-1]}; "
+        f"set up in {time.monotonic() - started:.0f} s",
         flush=True,
     )
 

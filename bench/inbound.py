@@ -46,7 +46,10 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (prefork)")
     parser.add_argument("--web", type=int, default=1, help="daphne processes (one port each)")
     parser.add_argument(
-        "--worker-nice", type=int, default=0, help="run the worker at this nice level (web first on shared cores)"
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="the worker's nice level (as in the Procfile)",
     )
     return parser.parse_args(argv)
 
