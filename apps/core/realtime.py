@@ -30,7 +30,7 @@ class _LayerThread:
 
     `async_to_sync` would start a fresh loop per call, and channels_redis keeps its connection
     pool per loop, so every event would open a new Redis connection; here the pool lives as long
-    as the process (a Celery worker publishes several events per message)."""
+    as the process (a worker sends a web chat visitor each reply, a web process each typing hint)."""
 
     def __init__(self):
         self._lock = threading.Lock()
