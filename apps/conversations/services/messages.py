@@ -668,6 +668,10 @@ def message_send(
         if existing is not None:
             return existing
     with transaction.atomic():
+        # The conversation's row first, with the strongest lock this needs: inserting the message
+        # first took a key-share lock on it that the update then had to raise, and an inbound
+        # batch locking the same conversation in between deadlocked with it (seen on the busy day).
+        _conversation_note_outbound(conversation, sender_kind)
         message = Message.objects.create(
             workspace_id=conversation.workspace_id,
             conversation=conversation,
@@ -688,7 +692,6 @@ def message_send(
         else:
             message.has_files = False
             messages_attachments_load([message])
-        _conversation_note_outbound(conversation, sender_kind)
         message_event_record(conversation=conversation, message=message)
         if sender_kind == Message.Sender.AGENT and author is not None:
             from apps.workflows.services import runs_stop
