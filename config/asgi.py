@@ -21,7 +21,7 @@ def _pooled_database_connections() -> None:
 
     database = settings.DATABASES["default"]
     serving = "pytest" not in sys.modules and settings.WEB_DATABASE_CONNECTIONS > 0
-    if serving and database["ENGINE"].endswith("postgresql") and database["CONN_MAX_AGE"] == 0:
+    if serving and database["CONN_MAX_AGE"] == 0:  # Django refuses a pool with kept connections
         database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": 2,
             "max_size": settings.WEB_DATABASE_CONNECTIONS,

@@ -118,7 +118,7 @@ class Hub:
                 await asyncio.wait_for(reader.ready.wait(), READY_TIMEOUT)
             except TimeoutError:
                 if not reader.sockets and self.readers.get(workspace_id) is reader:
-                    self.leave_all(workspace_id)
+                    self._stop(workspace_id)
                 raise
         # No await from here: the socket gets every event after the id it is told.
         reader.sockets.add(socket)
@@ -129,9 +129,9 @@ class Hub:
         if reader is not None and socket in reader.sockets:
             reader.sockets.discard(socket)
             if not reader.sockets:
-                self.leave_all(workspace_id)
+                self._stop(workspace_id)
 
-    def leave_all(self, workspace_id: int) -> None:
+    def _stop(self, workspace_id: int) -> None:
         self.readers.pop(workspace_id).task.cancel()
 
 

@@ -212,9 +212,9 @@ def test_during_a_campaign_only_a_first_answer_to_it_goes_the_long_way(channel):
     assert "broadcast_reply" not in Message.objects.get(provider_id="wamid.more").payload
 
 
-def test_a_batch_reaches_the_inbox_as_one_group_message_in_order(channel, django_capture_on_commit_callbacks):
-    """realtime.batched: the events are in the workspace's stream in order, and its sockets get
-    them in one Channels message (the consumer relays each: tests/core/test_realtime.py)."""
+def test_a_batch_reaches_the_workspace_stream_in_order(channel, django_capture_on_commit_callbacks):
+    """realtime.batched: the events are appended to the workspace's stream together, in order
+    (each web process reads them there for its sockets: tests/core/test_realtime.py)."""
     known(channel, AMIRA, BASSEM)
     before = realtime.last_event_id(channel.workspace_id)
     store(channel, "first", wamid="wamid.e1")

@@ -27,7 +27,7 @@ def test_the_database_away_or_busy_is_a_503_to_try_again():
 
 
 @pytest.mark.django_db
-def test_a_page_gets_the_same_503_as_a_page():
+def test_a_page_gets_the_503_as_an_error_page():
     response = _answer("/inbox/", OperationalError("the database system is starting up"))
 
     assert response.status_code == 503
