@@ -13,20 +13,19 @@ def _pooled_database_connections() -> None:
     """Each request runs on a thread of its own under ASGI, and each thread opened a connection of
     its own: fifty operators replying at once while webhooks and broadcasts ran went past
     PostgreSQL's max_connections ("sorry, too many clients already": 500s). A web process now
-    borrows from one pool of WEB_DATABASE_CONNECTIONS (psycopg_pool, through Django's "pool"
-    option); a request that finds it all lent waits up to 10 s. Workers keep one connection each
-    (config/celery.py), so this is the web process's own choice, made before any connection. (The
-    test process imports this module for its `application`, and keeps its own connections.)"""
+    borrows from one pool (psycopg_pool, through Django's "pool" option) of what is left of
+    WEB_DATABASE_CONNECTIONS once the webhook threads have their own (apps/connectors/views.py:
+    they must answer 503 at once while PostgreSQL is down, not wait on a pool); a request that
+    finds it all lent waits up to 10 s. Workers keep one connection each (config/celery.py), so
+    this is the web process's own choice, made before any connection. (The test process imports
+    this module for its `application`, and keeps its own connections.)"""
     from django.conf import settings
 
     database = settings.DATABASES["default"]
+    size = max(1, settings.WEB_DATABASE_CONNECTIONS - settings.WEBHOOK_DATABASE_CONNECTIONS)
     serving = "pytest" not in sys.modules and settings.WEB_DATABASE_CONNECTIONS > 0
     if serving and database["CONN_MAX_AGE"] == 0:  # Django refuses a pool with kept connections
-        database.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 2,
-            "max_size": settings.WEB_DATABASE_CONNECTIONS,
-            "timeout": 10,
-        }
+        database.setdefault("OPTIONS", {})["pool"] = {"min_size": min(2, size), "max_size": size, "timeout": 10}
 
 
 _pooled_database_connections()

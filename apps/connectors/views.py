@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core import signing
 from django.core.handlers.asgi import ASGIRequest
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import csrf_exempt
@@ -97,7 +97,22 @@ WEBHOOK_CHANNEL_MAX_AGE = 5.0
 
 @cache
 def _webhook_threads() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=settings.WEBHOOK_DATABASE_CONNECTIONS, thread_name_prefix="webhook")
+    return ThreadPoolExecutor(
+        max_workers=settings.WEBHOOK_DATABASE_CONNECTIONS, thread_name_prefix="webhook", initializer=_own_connection
+    )
+
+
+def _own_connection() -> None:
+    """A webhook thread connects to PostgreSQL itself, outside the web process's pool
+    (config/asgi.py): with PostgreSQL down a pool makes every borrower wait its whole timeout, and
+    a provider waiting that long for a 503 gives up on the request (an answer it never saw),
+    while a connection of the thread's own is refused at once. The pool is the rest of the
+    process's budget: its size leaves these threads' connections out."""
+    default = connections[DEFAULT_DB_ALIAS]
+    options = default.settings_dict.get("OPTIONS", {})
+    if "pool" in options:
+        unpooled = {**default.settings_dict, "OPTIONS": {k: v for k, v in options.items() if k != "pool"}}
+        connections[DEFAULT_DB_ALIAS] = default.__class__(unpooled, DEFAULT_DB_ALIAS)
 
 
 @cache

@@ -2,8 +2,10 @@
 layer, and events published by services, including from a Celery task in a real worker."""
 
 import json
+from collections import deque
 from contextlib import contextmanager
 from datetime import timedelta
+from weakref import WeakKeyDictionary
 
 import pytest
 from django.conf import settings
@@ -32,15 +34,25 @@ def open_socket(live, user, workspace_slug=None):
     )
 
 
+# The events of a batched frame ({"type": "events", ...}) after the one `receive_type` returned:
+# the next call looks there first (a message's "sent" and "read" can come in one frame).
+_unread: WeakKeyDictionary = WeakKeyDictionary()
+
+
 def receive(socket, timeout=10):
+    if _unread.get(socket):
+        return _unread[socket].popleft()
     return json.loads(socket.recv(timeout=timeout))
 
 
 def receive_type(socket, event_type, timeout=10):
     while True:
         frame = receive(socket, timeout)
-        for event in frame["events"] if frame["type"] == "events" else [frame]:
+        events = deque(frame["events"] if frame["type"] == "events" else [frame])
+        while events:
+            event = events.popleft()
             if event["type"] == event_type:
+                _unread.setdefault(socket, deque()).extendleft(reversed(events))
                 return event
 
 
