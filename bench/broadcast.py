@@ -16,7 +16,8 @@ daphne and a Celery worker, and measures:
    (GET /api/v1/conversations/)
    is timed as a supervisor: p50 / p95 against the same list before the broadcast (`--web 2`: on a
    daphne apart from the one taking the webhooks, as a load balancer in front of several would
-   spread them); then how long the worker takes to apply every status once the sending stops.
+   spread them); then how long the worker takes to apply every status once the sending stops,
+   and the list once more with nothing running (its rows now show the broadcast's messages).
    The database server may be shared: should the web process's connections pass 50 (one per
    webhook it is still handling), callbacks are switched off and the report says when;
 3. the cap lifted (1,000/s, WhatsApp's ceiling for upgraded numbers; status callbacks off so
@@ -81,6 +82,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--web", type=int, default=1, choices=(1, 2), help="2: the inbox on a daphne apart from the webhooks'"
     )
+    parser.add_argument("--worker-nice", type=int, default=10, help="the worker's nice level (as in the Procfile)")
     parser.add_argument(
         "--statuses",
         default="sent",
@@ -389,7 +391,8 @@ def run(args, env, database, processes, simulator_url, web_url, web_port, logs: 
 
     print(
         f"machine: {os.cpu_count()} cores; {args.recipients:,} contacts; {args.web} daphne, "
-        f"Celery prefork x{args.workers}; PostgreSQL at {database.split('@')[-1]}",
+        f"Celery prefork x{args.workers}{f' at nice {args.worker_nice}' if args.worker_nice else ''}; "
+        f"PostgreSQL at {database.split('@')[-1]}",
         flush=True,
     )
     made = prepare(env, args.recipients, simulator_url)
@@ -404,7 +407,8 @@ def run(args, env, database, processes, simulator_url, web_url, web_port, logs: 
         webs.append(spawn(command, env, logs / f"broadcast-daphne-{port}.log"))
     processes.extend(webs)
     inbox_url = f"http://127.0.0.1:{inbox_port}"
-    worker = [str(BIN / "celery"), "--app", "config", "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
+    worker = ["nice", "-n", str(args.worker_nice)] if args.worker_nice else []
+    worker += [str(BIN / "celery"), "--app", "config", "worker", "--queues", PREFIX, "--loglevel", "WARNING"]
     worker += ["--concurrency", str(args.workers), "--without-gossip", "--without-mingle"]
     processes.append(spawn(worker, env, logs / "broadcast-worker.log"))
     wait_until(lambda: _up(httpx, f"{simulator_url}/_simulator/channels"), 20, "the simulator")
@@ -493,6 +497,16 @@ def run(args, env, database, processes, simulator_url, web_url, web_port, logs: 
     line(
         "   applied when the pipeline was idle again",
         f"{inbound['processed']:,} after {caught_up:.0f} s" if caught_up is not None else "not within 180 s",
+    )
+    # The same list with the broadcast's conversations in it (each row now has a last message to
+    # show), nothing running: what the load itself costs is "during" against this, not "idle".
+    with InboxProbe(inbox_url, made["session"]) as after:
+        time.sleep(5)
+    values = after.latencies
+    line(
+        f"inbox list p50 / p95 after, idle again, n={len(values)} (ms)",
+        f"{percentile(values, 50):.0f} / {percentile(values, 95):.0f}",
+        "the rows the broadcast touched",
     )
     for web in webs:  # not needed any more; whatever database connections they hold go with them
         web.kill()
