@@ -1145,7 +1145,10 @@ class Sender:
                 params,
             )
             written = sorted(cursor.fetchall())
-            Conversation.objects.filter(pk__in=set(conversations)).update(last_message_at=now)
+            # Not the conversations made for this batch (made at `now`), nor one a newer message
+            # reached meanwhile: every other row written (and its five indexes) for nothing.
+            earlier = Q(last_message_at__lt=now) | Q(last_message_at__isnull=True)
+            Conversation.objects.filter(earlier, pk__in=set(conversations)).update(last_message_at=now)
         return [
             Job(
                 recipient_id=recipient_id,
