@@ -192,6 +192,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fix-up closes every database connection around every task unless this is set,
+# and then around every this-many-th: config/celery.py keeps them as Django does around requests.
+CELERY_DB_REUSE_MAX = 1_000_000_000
 
 # Auth and security --------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1124,7 +1124,7 @@ class Sender:
             payloads.append(json.dumps(payload))
             texts.append(self.template.render(parameters))
             conversations.append(conversation_id)
-            outbounds[recipient_id] = (contact.pk, self._outbound(external_id, contact, payload))
+            outbounds[recipient_id] = (contact.pk, self._outbound(external_id, payload))
         insert, params = bulk_insert(
             Message,
             rows={"conversation_id": conversations, "text": texts, "payload": payloads},
@@ -1159,13 +1159,12 @@ class Sender:
             for recipient_id, message_id in written
         ]
 
-    def _outbound(self, external_id: str, contact: Contact, payload: dict) -> OutboundMessage:
+    def _outbound(self, external_id: str, payload: dict) -> OutboundMessage:
         context = {
             "sender_kind": Message.Sender.SYSTEM,
             "last_inbound_at": None,
             "last_inbound_id": "",
             "last_inbound_payload": {},
-            "contact_name": contact.name or "",
             "message_uuid": f"parley-broadcast-{payload['recipient_id']}",
         }
         return OutboundMessage(

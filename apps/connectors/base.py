@@ -139,7 +139,7 @@ class OutboundMessage:
     # What a connector may need to know about the conversation: "sender_kind" (agent | bot |
     # system), "last_inbound_at" (datetime or None), "last_inbound_id" (the provider id of the
     # customer's last message) and "last_inbound_payload" (its payload: an email's subject and
-    # references), "contact_name".
+    # references; both only for a connector that `wants_last_inbound`), "message_uuid".
     context: dict = field(default_factory=dict)
 
 
@@ -369,6 +369,9 @@ class Connector:
     replies_per_window: int | None = None
     # Menus go out as a numbered list, so a customer's "2" is taken as the second option.
     numbered_menus: bool = False
+    # Whether a send needs the customer's last message (`context["last_inbound_id"]` and
+    # `["last_inbound_payload"]`: an email's reply threads under it); a query per send otherwise saved.
+    wants_last_inbound: bool = False
     # Largest file the provider accepts, by media family (bytes).
     size_limits: dict[str, int] = {}
     # Error codes meaning "this channel sends too fast": every worker then pauses the channel,

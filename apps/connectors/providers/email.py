@@ -477,6 +477,7 @@ class EmailConnector(Connector):
     kind = "email"
     reply_window_hours = None  # mail may always be answered
     numbered_menus = True
+    wants_last_inbound = True
     size_limits = dict.fromkeys(("image", "video", "audio", "document"), FILE_LIMIT)
     max_webhook_bytes = 30 * MB  # 25 MB of files grows by a third in base64 on the way in
     polls = True  # only channels with settings.imap_host have anything to poll

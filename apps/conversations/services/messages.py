@@ -963,7 +963,9 @@ def message_deliver(*, message_id: int) -> None:
     from apps.connectors.base import ErrorClass, OutboundMessage, ProviderError
     from apps.connectors.ratelimit import slow_down, take_token
 
-    message = Message.objects.select_related("channel", "conversation__contact").filter(pk=message_id).first()
+    # Not the contact: its name, phone and email would be decrypted for nothing (its identity on
+    # the channel is the address).
+    message = Message.objects.select_related("channel", "conversation").filter(pk=message_id).first()
     if message is None or message.state not in (DeliveryState.QUEUED, DeliveryState.SENDING):
         return
     if message.state == DeliveryState.SENDING:
@@ -1035,11 +1037,22 @@ def backoff(attempt: int) -> float:
 
 
 def _outbound_for(message: Message, outbound_class):
-    identity = message.conversation.contact.identities.filter(channel_id=message.channel_id).first()
+    from apps.contacts.models import ContactIdentity
+
+    identity = (
+        ContactIdentity.objects.filter(contact_id=message.conversation.contact_id, channel_id=message.channel_id)
+        .only("external_id")
+        .first()
+    )
     if identity is None:
         raise DomainError("This contact has no identity on the conversation's channel.", code="no_identity")
     media = None
-    attachment = message.attachments.filter(state=Attachment.State.STORED).first()
+    # Only a media message carries a file of its own (message_send makes an upload's message media).
+    attachment = (
+        message.attachments.filter(state=Attachment.State.STORED).first()
+        if message.kind == Message.Kind.MEDIA
+        else None
+    )
     if attachment is None and message.payload.get("media_url"):
         media = {
             "url": message.payload["media_url"],
@@ -1067,20 +1080,23 @@ def _outbound_for(message: Message, outbound_class):
 
 
 def _outbound_context(message: Message) -> dict:
-    last = (
-        Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND)
-        .order_by("-id")
-        .only("provider_id", "payload", "created_at")
-        .first()
-    )
-    return {
+    context = {
         "sender_kind": message.sender_kind,
         "last_inbound_at": message.conversation.last_inbound_at,
-        "last_inbound_id": last.provider_id if last else "",
-        "last_inbound_payload": last.payload if last else {},
-        "contact_name": message.conversation.contact.name or "",
+        "last_inbound_id": "",
+        "last_inbound_payload": {},
         "message_uuid": f"parley-{message.id}",
     }
+    if connector_for(message.channel).wants_last_inbound:  # an email's reply threads under it
+        last = (
+            Message.objects.filter(conversation_id=message.conversation_id, direction=Message.Direction.INBOUND)
+            .order_by("-id")
+            .only("provider_id", "payload", "created_at")
+            .first()
+        )
+        if last is not None:
+            context.update(last_inbound_id=last.provider_id, last_inbound_payload=last.payload)
+    return context
 
 
 def _handle_send_error(message: Message, error, channel, slow_down) -> None:
@@ -1095,7 +1111,9 @@ def _handle_send_error(message: Message, error, channel, slow_down) -> None:
             )
             return
     if error.error_class == ErrorClass.STOP_RECIPIENT:
-        identities = message.conversation.contact.identities.filter(channel=channel)
+        from apps.contacts.models import ContactIdentity
+
+        identities = ContactIdentity.objects.filter(contact_id=message.conversation.contact_id, channel=channel)
         identities.update(reachable=False, reachability_at=timezone.now())
     _mark_failed(message, error.code, error.detail)
 
