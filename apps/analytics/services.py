@@ -41,6 +41,9 @@ Kind = Event.Kind
 def _membership_id(workspace_id: int, user) -> int | None:
     if user is None:
         return None
+    known = getattr(user, "membership_in", None)  # the API request's own (core.api.permissions)
+    if known is not None and known[0] == workspace_id:
+        return known[1]
     from apps.workspaces.models import Membership
 
     return Membership.objects.filter(workspace_id=workspace_id, user=user).values_list("id", flat=True).first()

@@ -797,6 +797,8 @@ def runs_stop(*, conversation: Conversation, actor=None, reason: str, keep_run_i
     active = Run.objects.filter(conversation_id=conversation.pk, state__in=Run.ACTIVE)
     if keep_run_id is not None:
         active = active.exclude(pk=keep_run_id)
+    if not active.exists():  # the usual answer, for every reply: no bot is running here
+        return 0
     runs = list(active.select_for_update(of=("self",)).select_related("version", "workflow"))
     for run in runs:
         _finish(run, Run.State.CANCELLED, f"{reason} ({_person(actor) or 'Parley'})", publish=False)

@@ -19,6 +19,8 @@ class IsWorkspaceMember(permissions.BasePermission):
         request.workspace = context.workspace
         request.workspace_role = context.role
         request.membership = context.membership
+        if context.membership is not None:  # what the request's services would look up again (analytics)
+            request.user.membership_in = (context.workspace.pk, context.membership.pk)
         if request.method not in permissions.SAFE_METHODS:
             allowed = getattr(view, "write_roles", ())
             if context.role not in allowed and not getattr(view, "member_writes", False):
