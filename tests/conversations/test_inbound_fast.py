@@ -349,3 +349,25 @@ def test_a_status_of_a_message_not_recorded_yet_goes_the_long_way_and_is_tried_a
     unknown_event.refresh_from_db()
     assert sent.state == "delivered"
     assert unknown_event.state == "pending"  # the single-event task tries it again shortly
+
+
+def test_a_drainer_goes_on_when_a_batch_s_channel_is_deleted_under_it(channel):
+    """The drainer reads a batch's deliveries, then their channels: a channel deleted in between
+    (its deliveries go with it, on delete cascade) left a KeyError that stopped the drainer, and
+    inbound waited two minutes for its slot. Here the channel's row is gone while its delivery
+    is still read (a foreign key is checked at commit), as the second read sees it after a delete."""
+    from django.db import connection
+
+    other = make_whatsapp_channel(make_workspace(name="Gone", slug="gone"))
+    gone = store(other, "hello", wamid="wamid.gone.1")
+    kept = store(channel, "hello", wamid="wamid.kept.1")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM connectors_channel WHERE id = %s", [other.pk])
+
+    assert drain() == 2
+
+    assert Message.objects.filter(provider_id="wamid.kept.1").count() == 1
+    assert not Message.objects.filter(provider_id="wamid.gone.1").exists()
+    assert InboundEvent.objects.get(pk=kept.pk).state == "processed"
+    with connection.cursor() as cursor:  # what the cascade would have removed
+        cursor.execute("DELETE FROM conversations_inboundevent WHERE id = %s", [gone.pk])

@@ -32,6 +32,7 @@ from apps.connectors.base import (
 from apps.connectors.registry import connector_for
 from apps.connectors.services import webhook_emit
 from apps.connectors.templates import template_status_apply
+from apps.contacts.models import ContactIdentity
 from apps.contacts.services import contact_resolve, contact_touch
 from apps.conversations import payloads
 from apps.conversations.models import (
@@ -197,9 +198,14 @@ def inbound_events_drain(*, slot: int, seconds: float = INBOUND_DRAIN_SECONDS, s
         # The batch's rows and their channels in two queries, not two per delivery.
         events = list(InboundEvent.objects.filter(pk__in=ids).order_by("id"))
         channels = Channel.objects.select_related("workspace").in_bulk({event.channel_id for event in events})
+        # A channel deleted between the two reads took its deliveries with it (on delete cascade):
+        # they are not applied, and the drainer goes on (a KeyError here stopped it, and inbound
+        # waited two minutes for its slot to expire).
+        events = [event for event in events if event.channel_id in channels]
         for event in events:
             event.channel = channels[event.channel_id]
-        _batch_apply(events)
+        if events:
+            _batch_apply(events)
         done += len(ids)
         # Past its slice, or another kind of task waits for this process (an operator's reply
         # to send): a fresh drainer goes on behind it, keeping the slot.
@@ -390,7 +396,6 @@ def _conversation_locked(contact, channel) -> tuple[Conversation, bool]:
 def _contact_of_thread(channel, inbound: InboundMessage):
     """An email answering one of ours from another address (a colleague, a forward) joins the
     conversation it answers, rather than starting a new one under a stranger."""
-    from apps.contacts.models import ContactIdentity
     from apps.core.crypto import blind_index
 
     if not inbound.thread_ids:
@@ -466,7 +471,6 @@ def _edited_after(message: Message, moment) -> bool:
 def reachability_apply(*, channel, update: ReachabilityUpdate) -> None:
     """A follow makes the customer a contact reachable on this channel; leaving makes them
     unreachable, so nothing more is queued to them there."""
-    from apps.contacts.models import ContactIdentity
     from apps.core.crypto import blind_index
 
     if update.reachable:
@@ -593,7 +597,6 @@ def _broadcast_confirm(channel, update: StatusUpdate) -> bool:
 def _watermark_apply(channel, update: StatusUpdate) -> None:
     """Messenger tells "everything before this moment was delivered / read" instead of naming
     each message: every message sent to that person by then moves up to the state."""
-    from apps.contacts.models import ContactIdentity
     from apps.core.crypto import blind_index
 
     if update.state not in ("delivered", "read"):
@@ -708,7 +711,6 @@ def conversation_for_outbound(*, contact, channel=None) -> Conversation:
     """The thread a business-initiated message goes into: on the channel named, else the one the
     customer used last. Some channels reach a contact who never wrote there (WhatsApp by their
     phone, email by their address: `Connector.address_of`)."""
-    from apps.contacts.models import ContactIdentity
     from apps.core.crypto import blind_index
 
     if channel is None:
@@ -1047,8 +1049,6 @@ def backoff(attempt: int) -> float:
 
 
 def _outbound_for(message: Message, outbound_class):
-    from apps.contacts.models import ContactIdentity
-
     identity = (
         ContactIdentity.objects.filter(contact_id=message.conversation.contact_id, channel_id=message.channel_id)
         .only("external_id")
@@ -1121,8 +1121,6 @@ def _handle_send_error(message: Message, error, channel, slow_down) -> None:
             )
             return
     if error.error_class == ErrorClass.STOP_RECIPIENT:
-        from apps.contacts.models import ContactIdentity
-
         identities = ContactIdentity.objects.filter(contact_id=message.conversation.contact_id, channel=channel)
         identities.update(reachable=False, reachability_at=timezone.now())
     _mark_failed(message, error.code, error.detail)
