@@ -146,6 +146,11 @@ class Cycle(WorkspaceScoped):
         default=False, help_text=_("Closed, and the customer opened another cycle (any channel) within 7 days.")
     )
     contribution = models.JSONField(default=list, help_text=_("What this cycle adds to the daily rollups."))
+    resume = models.JSONField(
+        null=True,
+        editable=False,
+        help_text=_("The last cycle of its conversation: where the folder stopped, to go on from there."),
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["conversation", "number"], name="analytics_cycle_unique")]

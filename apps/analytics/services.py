@@ -8,10 +8,11 @@ late-committed events after newer ones, always ends at the same numbers, which i
 `analytics_rebuild` (folding everything from nothing) arrives at. docs/metrics.md defines each
 number; this module is the one place that computes them."""
 
+import copy
 import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -154,6 +155,55 @@ class _CycleBuilder:
 
     def day(self, at: datetime):
         return at.astimezone(self.tz).date()
+
+    # Where an open cycle stands, kept on its row so the next fold goes on from here.
+    _MOMENTS = (
+        "opened_at", "closed_at", "first_message_at", "first_assigned_at", "first_response_at", "rated_at",
+        "queued_at", "previous_at", "waiting_since",
+    )  # fmt: skip
+    _VALUES = (
+        "number", "source", "responder", "closer", "csat", "csat_agent", "closed_by", "summary", "category",
+        "language", "assignees", "responses", "response_seconds", "handle_seconds", "messages_in", "messages_out",
+        "messages_bot", "notes", "queue_seconds", "bot", "handed_over", "previous_agent", "agent", "team",
+    )  # fmt: skip
+    _KEYS = ("close_key", "csat_key")  # (day, agent, team), set by a close and a rating
+
+    def state(self, last: Event) -> dict:
+        """Everything `add` has gathered, as JSON, before `build` adds the once-per-cycle facts;
+        `last` is the event it ends at."""
+        moments = {name: getattr(self, name) for name in self._MOMENTS}
+        keys = {name: getattr(self, name, None) for name in self._KEYS}
+        return {
+            "after": [last.at.isoformat(), last.pk],
+            "meta": [self.meta["workspace_id"], self.meta["channel_id"], self.meta["contact_id"], self.tz.key],
+            "moments": {name: at.isoformat() if at else None for name, at in moments.items()},
+            "values": {name: copy.copy(getattr(self, name)) for name in self._VALUES},
+            "keys": {name: [key[0].isoformat(), key[1], key[2]] if key else None for name, key in keys.items()},
+            "facts": [  # copies: `build` adds to the counters after this
+                [day.isoformat(), agent, team, {name: copy.copy(amount) for name, amount in counters.items()}]
+                for (day, agent, team), counters in self.facts.rows.items()
+            ],
+        }
+
+    @classmethod
+    def resumed(cls, meta: dict, state: dict) -> "_CycleBuilder | None":
+        """The builder `state` was taken from, or None when it cannot go on: the conversation
+        moved (another channel, contact, or its workspace's time zone) since."""
+        where = [meta["workspace_id"], meta["channel_id"], meta["contact_id"], meta["tz"].key]
+        if state["meta"] != where:
+            return None
+        builder = cls.__new__(cls)
+        builder.meta, builder.tz, builder.facts = meta, meta["tz"], _Facts()
+        for name, at in state["moments"].items():
+            setattr(builder, name, datetime.fromisoformat(at) if at else None)
+        for name, value in state["values"].items():
+            setattr(builder, name, value)
+        for name, key in state["keys"].items():
+            if key:
+                setattr(builder, name, (date.fromisoformat(key[0]), key[1], key[2]))
+        for day, agent, team, counters in state["facts"]:
+            builder.facts.rows[(date.fromisoformat(day), agent, team)].update(counters)
+        return builder
 
     def add(self, event: Event) -> None:
         day, agent, team = self.day(event.at), event.agent_id, event.team_id
@@ -331,19 +381,25 @@ class _CycleBuilder:
         )
 
 
-def cycles_of(meta: dict, events: list[Event]) -> list[Cycle]:
+def cycles_of(meta: dict, events: list[Event], *, going_on: "_CycleBuilder | None" = None) -> list[Cycle]:
     """A conversation's timeline cut into cycles: each opening (or reopening after a close)
     starts one; the first event starts one too when nothing opened it (we wrote first, or it
-    predates the log). A rating or a message after the close still belongs to that cycle."""
-    builders: list[_CycleBuilder] = []
+    predates the log). A rating or a message after the close still belongs to that cycle.
+    `going_on`: the last cycle as an earlier fold left it, `events` the ones after it. The last
+    cycle keeps its state (`Cycle.resume`) for the next fold."""
+    builders: list[_CycleBuilder] = [going_on] if going_on else []
     for event in events:
         current = builders[-1] if builders else None
         reopening = event.kind in (Kind.OPENED, Kind.REOPENED) and current is not None and current.closed_at
         if current is None or reopening:
-            current = _CycleBuilder(meta, len(builders) + 1, event)
+            current = _CycleBuilder(meta, current.number + 1 if current else 1, event)
             builders.append(current)
         current.add(event)
-    return [builder.build() for builder in builders]
+    resume = builders[-1].state(events[-1]) if builders and events else None
+    cycles = [builder.build() for builder in builders]
+    if cycles:
+        cycles[-1].resume = resume
+    return cycles
 
 
 def _metas(conversation_ids) -> dict[int, dict]:
@@ -377,36 +433,64 @@ def _contributions(cycles, sign: int, into: dict) -> None:
                     row[name] = row.get(name, 0) + sign * amount
 
 
-def _refold(conversation_ids: list[int]) -> list[int]:
+def _after(event: Event, state: dict) -> bool:
+    at, pk = state["after"]
+    return (event.at, event.pk) > (datetime.fromisoformat(at), pk)
+
+
+def _refold(conversation_ids: list[int], fresh: dict[int, list[Event]] | None = None) -> list[int]:
     """Recomputes these conversations' cycles and moves the rollups by the difference; returns
-    the ids of the unfolded events it read (the ones now in the rollups as well)."""
+    the ids of the unfolded events it read (the ones now in the rollups as well).
+
+    `fresh`: the unfolded events already read, by conversation, in timeline order. A conversation
+    whose last cycle kept its state and whose fresh events all come after that state's last one
+    goes on from there (its earlier cycles cannot change); any other (a late-committed event, a
+    conversation moved, a first fold) is refolded from its whole log."""
     metas = _metas(conversation_ids)
+    fresh = fresh or {}
+    kept = Cycle.objects.filter(conversation_id__in=list(metas), resume__isnull=False).only(
+        "conversation_id", "workspace_id", "number", "contribution", "resume"
+    )
+    going_on = {}
+    for cycle in kept if fresh else ():
+        events = fresh.get(cycle.conversation_id)
+        if events and all(_after(event, cycle.resume) for event in events):
+            builder = _CycleBuilder.resumed(metas[cycle.conversation_id], cycle.resume)
+            if builder is not None:
+                going_on[cycle.conversation_id] = (cycle, builder)
+    whole = [pk for pk in metas if pk not in going_on]
     events = defaultdict(list)
-    read = []
-    for event in Event.objects.filter(conversation_id__in=list(metas)).order_by("conversation_id", "at", "id"):
-        events[event.conversation_id].append(event)
-        if not event.folded:
-            read.append(event.pk)
-    old = Cycle.objects.filter(conversation_id__in=conversation_ids).only("workspace_id", "contribution")
-    new = [cycle for pk, meta in metas.items() for cycle in cycles_of(meta, events[pk])]
+    read = [event.pk for pk in going_on for event in fresh[pk]]
+    if whole:
+        for event in Event.objects.filter(conversation_id__in=whole).order_by("conversation_id", "at", "id"):
+            events[event.conversation_id].append(event)
+            if not event.folded:
+                read.append(event.pk)
+    old = list(Cycle.objects.filter(conversation_id__in=whole).only("workspace_id", "contribution"))
+    new = [cycle for pk in whole for cycle in cycles_of(metas[pk], events[pk])]
+    for pk, (cycle, builder) in going_on.items():
+        old.append(cycle)
+        new += cycles_of(metas[pk], fresh[pk], going_on=builder)
     delta: dict = defaultdict(dict)
     _contributions(old, -1, delta)
     _contributions(new, +1, delta)
-    Cycle.objects.filter(conversation_id__in=conversation_ids).delete()
+    Cycle.objects.filter(conversation_id__in=whole).delete()
+    Cycle.objects.filter(pk__in=[cycle.pk for cycle, _builder in going_on.values()]).delete()
     Cycle.objects.bulk_create(new, batch_size=1000)
     cycles_came_back_mark({(meta["workspace_id"], meta["contact_id"]) for meta in metas.values()})
     _rollups_apply(delta)
     return read
 
 
-def _fold_chunks(conversation_ids: list[int], *, stdout=None) -> int:
+def _fold_chunks(conversation_ids: list[int], *, fresh: dict | None = None, stdout=None) -> int:
     """Refolds conversations a chunk a transaction, marking folded exactly the events each refold
     read: one committed meanwhile stays unfolded for the next run, never marked unseen. Returns
     how many events it marked."""
     marked = 0
     for start in range(0, len(conversation_ids), FOLD_CHUNK):
         with transaction.atomic():
-            read = _refold(conversation_ids[start : start + FOLD_CHUNK])
+            chunk = conversation_ids[start : start + FOLD_CHUNK]
+            read = _refold(chunk, {pk: fresh[pk] for pk in chunk} if fresh else None)
             marked += _mark_folded(read)
         if stdout is not None and (start // FOLD_CHUNK) % 50 == 0:
             stdout.write(f"{min(start + FOLD_CHUNK, len(conversation_ids))} / {len(conversation_ids)} conversations")
@@ -537,10 +621,12 @@ def events_fold(*, limit: int = 20_000) -> int:
     with _FoldLock() as held:
         if not held:
             return 0
-        pending = list(
-            Event.objects.filter(folded=False).order_by("id").values_list("conversation_id", flat=True)[:limit]
-        )
-        return _fold_chunks(sorted(set(pending)))
+        fresh = defaultdict(list)
+        for event in Event.objects.filter(folded=False).order_by("id")[:limit]:
+            fresh[event.conversation_id].append(event)
+        for events in fresh.values():
+            events.sort(key=lambda event: (event.at, event.pk))
+        return _fold_chunks(sorted(fresh), fresh=fresh)
 
 
 def events_fold_all() -> int:

@@ -28,6 +28,12 @@ def drain_inbound_events(self, slot: int) -> int:
         # leave its slot taken for two minutes, and webhooks stored meanwhile waiting as long:
         # the drainer keeps its slot and tries again shortly, until the server is back.
         raise self.retry(countdown=min(30, 2**self.request.retries), exc=error) from error
+    except Exception:
+        # Anything else is a bug, raised for the log; the slot is given back first (held, no
+        # inbound would be applied until its two-minute expiry) and another drainer woken. The
+        # batch it was on stays claimed, so the next one goes on with the rest.
+        services.inbound_drain_release(slot=slot)
+        raise
 
 
 @shared_task(name="conversations.drain_inbound")

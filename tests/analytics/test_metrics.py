@@ -254,6 +254,44 @@ def test_folding_again_or_late_committed_events_change_nothing_twice(week):
     assert Cycle.objects.get(conversation=first, number=1).notes == 2
 
 
+def test_a_long_open_conversation_is_folded_from_where_the_last_fold_stopped(week):
+    """The busy day's conversations stay open with a message every few seconds: each fold goes on
+    from the last cycle's kept state and reads only the new events, and still ends where a
+    rebuild from the whole log does (a late-committed event sends it back to the whole log)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    workspace, _supervisor, ann, _bob, _orders, _returns, chat, _bot_channel = week
+    clock = Clock()
+    conversation = write(chat).conversation
+    clock.at(0)
+    for n in range(1, 6):
+        write(chat, text=f"and another thing {n}")
+        reply(fresh(conversation), ann, f"noted {n}")
+        with CaptureQueriesContext(connection) as queries:
+            clock.at(n * 30)
+        timeline_reads = [
+            q["sql"] for q in queries if 'FROM "analytics_event" WHERE "analytics_event"."conversation_id"' in q["sql"]
+        ]
+        assert timeline_reads == []  # only the unfolded events, by the partial index
+    cycle = Cycle.objects.get(conversation=conversation)
+    assert (cycle.messages_in, cycle.messages_out, cycle.closed_at) == (6, 5, None)
+    assert cycle.resume["after"][1] == Event.objects.filter(conversation=conversation).latest("at", "id").pk
+    folded = snapshot(workspace)
+    analytics_rebuild(workspace=workspace)
+    assert snapshot(workspace) == folded
+
+    late = event_record(conversation=conversation, kind="note", by="agent", author_id=ann.id)
+    Event.objects.filter(pk=late.pk).update(at=START + timedelta(seconds=10))
+    with CaptureQueriesContext(connection) as queries:
+        events_fold_all()
+    assert any('"analytics_event"."conversation_id" IN' in q["sql"] for q in queries)
+    with_late = snapshot(workspace)
+    analytics_rebuild(workspace=workspace)
+    assert snapshot(workspace) == with_late
+    assert Cycle.objects.get(conversation=conversation).notes == 1
+
+
 def test_a_customer_back_within_7_days_on_any_channel_marks_the_cycle_they_came_back_after(week):
     workspace, _supervisor, _ann, _bob, _orders, _returns, chat, _bot_channel = week
     first, contained = play(week)  # Amira's first cycle closed at +1200 s; she was back a day later

@@ -371,3 +371,27 @@ def test_a_drainer_goes_on_when_a_batch_s_channel_is_deleted_under_it(channel):
     assert InboundEvent.objects.get(pk=kept.pk).state == "processed"
     with connection.cursor() as cursor:  # what the cascade would have removed
         cursor.execute("DELETE FROM conversations_inboundevent WHERE id = %s", [gone.pk])
+
+
+def test_a_drainer_that_fails_on_a_bug_gives_its_slot_back(channel, monkeypatch):
+    """Only a database or Redis outage keeps a drainer's slot (it retries); anything else is a bug:
+    the task fails for the log, and its slot is free at once instead of after its two-minute
+    expiry, during which no inbound would be applied."""
+    from apps.conversations.services import messages
+    from apps.conversations.services.messages import _drain_slot_key
+    from apps.conversations.tasks import drain_inbound_events
+
+    event = store(channel, "hello", wamid="wamid.bug.1")
+    slot = _drain_slot_key(0)
+    get_redis().set(slot, "1", ex=120)  # taken, as inbound_drain_kick takes it
+
+    def bug(events):
+        raise RuntimeError("a bug in the drainer")
+
+    monkeypatch.setattr(messages, "_batch_apply", bug)  # a stand-in for any bug past the claim
+    result = drain_inbound_events.apply(args=(0,))
+
+    assert result.failed() and isinstance(result.result, RuntimeError)
+    assert not get_redis().exists(slot)
+    event.refresh_from_db()
+    assert (event.state, event.attempts) == ("pending", 1)  # claimed: tried again after the claim expires

@@ -158,6 +158,18 @@ def inbound_drain_kick() -> bool:
     return True
 
 
+def inbound_drain_release(*, slot: int) -> None:
+    """A drainer that failed gives its slot back and wakes another if deliveries wait."""
+    from apps.core.redis import get_redis
+
+    try:
+        get_redis().delete(_drain_slot_key(slot))
+        if _claimable().exists():
+            inbound_drain_kick()
+    except Exception:  # the drainer's own error is the one to raise; beat wakes one within a minute
+        logger.warning("A failed drainer could not give its slot back", exc_info=True)
+
+
 def _claimable():
     return InboundEvent.objects.filter(state=InboundEvent.State.PENDING).filter(
         Q(claimed_at__isnull=True) | Q(claimed_at__lt=timezone.now() - INBOUND_CLAIM_TIMEOUT)
