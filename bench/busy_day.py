@@ -237,6 +237,7 @@ class Day:
         self.sent_at: dict[str, float] = {}  # customer message text → when its webhook was posted
         self.replied_at: dict[str, float] = {}  # reply text → time.time() when POSTed
         self.reply_ms: list[float] = []
+        self.resent = 0  # requests sent again because a kept-alive connection had closed (bench.inbound.Http)
 
 
 async def operator(index: int, session: str, args, urls: list[str], day: Day, stop: asyncio.Event) -> None:
@@ -281,6 +282,7 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
         else:
             await closing
     await asyncio.gather(*sending)
+    day.resent += http.resent
     http.close()
 
 
@@ -347,6 +349,7 @@ async def customers(args, urls: list[str], uuids: dict, day: Day, seconds: float
         pending = {task for task in pending if not task.done()}
     await asyncio.gather(*pending)
     for http in servers:
+        day.resent += http.resent
         http.close()
 
 
@@ -580,6 +583,7 @@ def run(args, env: dict, database: str, processes: dict, simulator_url: str, log
         f"{sent:,} / {sent / elapsed:.1f} per s",
         f"{args.statuses!r} status callbacks each",
     )
+    line("requests sent again (a kept-alive connection had closed)", f"{day.resent}", "as browsers do")
     line("errors", f"{sum(day.errors.values())}", "must be 0")
     for what, count in sorted(day.errors.items()):
         line(f"   {what}", f"{count}")

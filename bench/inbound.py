@@ -147,18 +147,49 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 class Http:
     """Keep-alive HTTP/1.1 connections to one server, as lean as a load generator can be: with
-    httpx the clients took as much CPU per request as the server's webhook, on the same cores."""
+    httpx the clients took as much CPU per request as the server's webhook, on the same cores.
+
+    As real clients do: a connection idle for longer than `KEEPALIVE_EXPIRY` is not used again
+    (httpx's default; daphne, through Twisted, closes one idle for 60 s, and a request written
+    into a connection the server is closing gets no answer), and a request on a reused connection
+    that ends before any byte of an answer is sent once more on a new one (as browsers do: the
+    server never read it). `resent` counts those."""
+
+    KEEPALIVE_EXPIRY = 5.0
 
     def __init__(self, url: str):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self.resent = 0
+
+    def _reusable(self):
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < self.KEEPALIVE_EXPIRY and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        return None
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> int:
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        if reused := self._reusable():
+            try:
+                return await self._exchange(*reused, data)
+            except asyncio.IncompleteReadError as error:
+                if error.partial:  # the server had begun to answer: that is an error of the day
+                    raise
+                reused[1].close()
+                self.resent += 1
+            except ConnectionError:
+                reused[1].close()
+                self.resent += 1
+        return await self._exchange(*await asyncio.open_connection(self.host, self.port), data)
+
+    async def _exchange(self, reader, writer, data: bytes) -> int:
+        writer.write(data)
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
         status = int(head.split(" ", 2)[1])
         if "transfer-encoding: chunked" in head:
@@ -168,11 +199,11 @@ class Http:
         else:
             length = head.partition("content-length:")[2].split("\r\n", 1)[0].strip()
             await reader.readexactly(int(length or 0))
-        self.idle.append((reader, writer))
+        self.idle.append((reader, writer, time.monotonic()))
         return status
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _since in self.idle:
             writer.close()
         self.idle.clear()
 
