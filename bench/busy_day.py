@@ -383,9 +383,28 @@ class Sampler(threading.Thread):
         self.handles = {name: psutil.Process(p.pid) for name, p in processes.items()}
         self.handles["load generator (this)"] = psutil.Process()
         self.alone = {"load generator (this)"}  # its children are the processes above
+        # The servers, when they run on this machine (the embedded ones or the local services):
+        # they serve other work too, but nothing else runs during a bench.
+        for name, binary in (("PostgreSQL (all its processes)", "postgres"), ("Redis", "redis-server")):
+            if (root := self._server(binary)) is not None:
+                self.handles[name] = root
+        self.shared = {"PostgreSQL (all its processes)"}  # shared buffers: counted once, not per backend
         self.samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.known: dict = {}
         self.done = threading.Event()
+
+    def _server(self, binary: str):
+        """The oldest process of that name whose parent is not one too (the postmaster)."""
+        found = []
+        for process in self.psutil.process_iter(["name", "ppid", "create_time"]):
+            if process.info["name"] == binary:
+                try:
+                    parent = self.psutil.Process(process.info["ppid"]).name()
+                except self.psutil.Error:
+                    parent = ""
+                if parent != binary:
+                    found.append(process)
+        return min(found, key=lambda p: p.info["create_time"], default=None)
 
     def _family(self, handle) -> list:
         """The process and its children, the same psutil objects each time: cpu_percent measures
@@ -402,15 +421,19 @@ class Sampler(threading.Thread):
                 member.cpu_percent(None)
         while not self.done.wait(1):
             for name, handle in self.handles.items():
-                cpu = rss = 0.0
+                cpu = rss = shared = 0.0
                 family = [handle] if name in self.alone else self._family(handle)
                 for member in family:
                     try:
                         cpu += member.cpu_percent(None)
-                        rss += member.memory_info().rss
+                        memory = member.memory_info()
                     except self.psutil.Error:
-                        pass
-                self.samples[name].append((cpu, rss / 2**20))
+                        continue
+                    if name in self.shared:
+                        rss, shared = rss + memory.rss - memory.shared, max(shared, memory.shared)
+                    else:
+                        rss += memory.rss
+                self.samples[name].append((cpu, (rss + shared) / 2**20))
 
     def report(self) -> None:
         for name, values in self.samples.items():
@@ -587,7 +610,7 @@ def run(args, env: dict, database: str, processes: dict, simulator_url: str, log
     line("errors", f"{sum(day.errors.values())}", "must be 0")
     for what, count in sorted(day.errors.items()):
         line(f"   {what}", f"{count}")
-    print("processes (CPU: % of one core, mean over the day; PostgreSQL and Redis are shared, not shown)")
+    print("processes (CPU: % of one core, mean over the day; PostgreSQL and Redis when on this machine)")
     sampler.report()
     return 0
 
