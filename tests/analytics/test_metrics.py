@@ -15,6 +15,7 @@ from apps.analytics.models import ARRAY_COUNTERS, SCALAR_COUNTERS, Cycle, Daily,
 from apps.analytics.services import analytics_rebuild, event_record, events_fold, events_fold_all
 from apps.connectors.base import InboundMessage
 from apps.connectors.models import Channel
+from apps.contacts.models import Contact
 from apps.conversations.models import Conversation, Message
 from apps.conversations.services.actions import (
     conversation_assign,
@@ -349,3 +350,54 @@ def test_a_category_set_while_open_files_the_whole_cycle_under_it(week):
     clock.at(30)
     assert total(workspace=workspace, category="returns")["opened"] == 1
     assert total(workspace=workspace, category="")["opened"] == 0
+
+
+def test_random_timelines_folded_at_random_moments_end_as_a_rebuild_does():
+    """Forty random conversation lives (every kind of fact, people and teams changing, ties in
+    time, closes and reopenings, ratings after the close, now and then a fact committed late with
+    an older time), folded at random moments: the incremental folder's cycles and rollups equal a
+    rebuild from the whole log."""
+    import random
+
+    workspace = make_workspace(slug="random-lives", timezone="Asia/Hong_Kong")
+    people = [make_member(workspace) for _ in range(3)]
+    teams = [make_team(workspace, name=f"Team {n}", members=people[n:]) for n in range(2)]
+    channels = [Channel.objects.create(workspace=workspace, kind="webchat", name=f"Chat {n}") for n in range(2)]
+    kinds = [kind for kind in Event.Kind.values if kind != "opened"]
+    for seed in range(40):
+        chance = random.Random(seed)
+        contact = Contact.objects.create(workspace=workspace, name=f"Customer {seed % 7}")
+        conversation = Conversation.objects.create(
+            workspace=workspace, contact=contact, channel=chance.choice(channels)
+        )
+        at = START + timedelta(hours=seed)
+        for step in range(chance.randint(1, 40)):
+            kind = "opened" if step == 0 else chance.choice(kinds)
+            late = step > 3 and chance.random() < 0.05
+            if not late and chance.random() < 0.8:
+                at += timedelta(seconds=chance.choice([0, 1, 30, 400, 5000, 40000]))
+            by = {"message_in": "contact", "message_out": chance.choice(["agent", "bot"])}.get(kind, "agent")
+            person = chance.choice(people)
+            Event.objects.create(
+                workspace=workspace,
+                conversation=conversation,
+                kind=kind,
+                at=at - timedelta(minutes=30) if late else at,
+                by=by if chance.random() < 0.9 else "system",
+                author_id=person.pk if by == "agent" else None,
+                agent_id=chance.choice([None, *[p.pk for p in people]]),
+                team_id=chance.choice([None, *[t.pk for t in teams]]),
+                value=chance.randint(1, 5) if kind == "rated" else None,
+                data={
+                    "category": chance.choice(["", "delivery", "refund"]),
+                    "language": chance.choice(["", "en", "ar"]),
+                    "transfer": chance.random() < 0.3,
+                },
+            )
+            if chance.random() < 0.3:
+                events_fold_all()
+    events_fold_all()
+    folded = snapshot(workspace)
+    assert Cycle.objects.filter(workspace=workspace).count() > 40
+    analytics_rebuild(workspace=workspace)
+    assert snapshot(workspace) == folded
