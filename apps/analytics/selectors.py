@@ -124,7 +124,7 @@ def cycle_rows(filters: ReportFilters, *, at: str = "opened_at", agent: str = "a
     """Cycles whose `at` falls in the range, with the filters applied (agent as attributed)."""
     rows = Cycle.objects.filter(
         workspace=filters.workspace, **{f"{at}__gte": filters.since, f"{at}__lt": filters.until}
-    )
+    ).defer("resume")  # the folder's own state: no report reads it
     for name in ("team_id", "channel_id", "category", "language"):
         value = getattr(filters, name)
         if value is not None:

@@ -284,8 +284,9 @@ def _erase_around(people: list[Contact], conversation_ids: list[int]) -> None:
     Run.objects.filter(conversation_id__in=conversation_ids).update(variables={})
     RunLog.objects.filter(run__conversation_id__in=conversation_ids).update(detail="")
     # The closing summary is an analytics fact too; the folder rebuilds cycles from events, so
-    # both lose it, or a rebuild would bring it back.
-    Cycle.objects.filter(conversation_id__in=conversation_ids).update(summary="")
+    # both lose it, or a rebuild would bring it back. The folder's kept state (`resume`) holds it
+    # as well: dropped, the next fold of the conversation reads the scrubbed log instead.
+    Cycle.objects.filter(conversation_id__in=conversation_ids).update(summary="", resume=None)
     for event in Event.objects.filter(conversation_id__in=conversation_ids, data__has_key="summary"):
         event.data.pop("summary")
         event.save(update_fields=["data"])

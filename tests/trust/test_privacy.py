@@ -210,6 +210,7 @@ def test_erasing_removes_every_personal_value_and_file_and_keeps_the_counts(
     file_name = Attachment.objects.get().file.name
     rollups_before = list(Daily.objects.values_list("opened", "messages_in", "messages_out"))
     message_count = Message.objects.filter(conversation=conversation).count()
+    assert "Parcel question" in json.dumps(Cycle.objects.get(conversation=conversation).resume)  # the folder's state
 
     with django_capture_on_commit_callbacks(execute=True):  # the files go once the erasure commits
         erased = privacy.contact_erase(contact=customer, actor=tenants.owner)
@@ -226,6 +227,12 @@ def test_erasing_removes_every_personal_value_and_file_and_keeps_the_counts(
     assert Conversation.objects.get(pk=conversation.pk).closing_summary == ""
     assert Cycle.objects.get(conversation=conversation).summary == ""
     assert list(Daily.objects.values_list("opened", "messages_in", "messages_out")) == rollups_before
+    # The conversation goes on: the next fold must not bring the summary back from its kept state.
+    from apps.analytics.services import event_record
+
+    event_record(conversation=conversation, kind="note", by="agent")
+    events_fold_all()
+    assert "Parcel question" not in json.dumps(list(Cycle.objects.values("summary", "resume")))
     assert Order.objects.get().delivery_address == ""
     assert Recipient.objects.get().parameters == []
     assert not WebhookDelivery.objects.exists()
