@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBEDDED := $(BIN)/python -m config.embedded with --
 
-.PHONY: run test install check pytest lint format bench fuzz down messages clean
+.PHONY: run test install check pytest lint format bench busy-day fuzz down messages clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ format: install
 
 bench: install
 	$(EMBEDDED) $(BIN)/python -m bench
+
+## make busy-day: the issue's whole busy day (10 minutes, ~12 with setting up; `make bench` runs one minute)
+busy-day: install
+	$(EMBEDDED) $(BIN)/python -m bench.busy_day --minutes 10 --workers 4 $(BENCH_ARGS)
 
 ## make fuzz: the fuzzers with a real budget, random rather than CI's fixed examples (docs/security.md):
 ## FUZZ_EXAMPLES mutated payloads per connector parser, FUZZ_API_EXAMPLES requests per API operation
