@@ -205,6 +205,30 @@ def test_bad_credentials_fail_the_message_with_the_providers_code(conversation, 
     assert message.error_code == "190"
 
 
+def test_a_change_to_the_channel_is_seen_by_the_next_delivery(conversation, agent):
+    """A worker keeps the channels it sends through (their credentials decrypted once), checked
+    against a digest of the row at each delivery: a token revoked, by the admin or by a plain
+    UPDATE, fails the very next send, and one put back is used at once."""
+    from apps.connectors.models import Channel
+
+    channel = conversation.channel
+    first = message_send(conversation=conversation, author=agent, text="One")
+    message_deliver(message_id=first.id)
+    assert Message.objects.get(pk=first.pk).state == DeliveryState.SENT
+
+    good = channel.credentials
+    Channel.objects.filter(pk=channel.pk).update(credentials={**good, "access_token": "revoked"})
+    second = message_send(conversation=conversation, author=agent, text="Two")
+    message_deliver(message_id=second.id)
+    second.refresh_from_db()
+    assert (second.state, second.error_code) == (DeliveryState.FAILED, "190")
+
+    Channel.objects.filter(pk=channel.pk).update(credentials=good)
+    third = message_send(conversation=conversation, author=agent, text="Three")
+    message_deliver(message_id=third.id)
+    assert Message.objects.get(pk=third.pk).state == DeliveryState.SENT
+
+
 def test_a_message_left_sending_by_a_dead_worker_is_marked_for_review_not_resent(conversation, agent, simulator):
     message = message_send(conversation=conversation, author=agent, text="Hi")
     Message.objects.filter(pk=message.pk).update(state="sending", claimed_at=timezone.now() - timedelta(minutes=10))
