@@ -32,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -501,6 +502,8 @@ def callbacks_undelivered(simulator_url: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Stopped (kill, a CI timeout): the servers it started and its database go too, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     database, redis_url = server_urls()
     recreate_database(database)
     env = stack_env(
