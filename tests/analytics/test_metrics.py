@@ -401,3 +401,16 @@ def test_random_timelines_folded_at_random_moments_end_as_a_rebuild_does():
     assert Cycle.objects.filter(workspace=workspace).count() > 40
     analytics_rebuild(workspace=workspace)
     assert snapshot(workspace) == folded
+
+
+def test_the_folders_kept_state_names_everything_a_cycle_builder_gathers():
+    """A field added to the builder but not to its kept state would be lost (or missing) when a
+    fold goes on from the state: the two lists must name every attribute the builder starts with."""
+    import zoneinfo
+
+    from apps.analytics.services import _CycleBuilder
+
+    meta = {"workspace_id": 1, "conversation_id": 1, "contact_id": 1, "channel_id": 1, "tz": zoneinfo.ZoneInfo("UTC")}
+    builder = _CycleBuilder(meta, 1, Event(kind="opened", at=START, data={}))
+    kept = {*_CycleBuilder._MOMENTS, *_CycleBuilder._VALUES, "meta", "tz", "facts"}
+    assert set(vars(builder)) == kept
