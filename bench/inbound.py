@@ -178,12 +178,9 @@ class Http:
         if reused := self._reusable():
             try:
                 return await self._exchange(*reused, data)
-            except asyncio.IncompleteReadError as error:
-                if error.partial:  # the server had begun to answer: that is an error of the day
+            except (asyncio.IncompleteReadError, ConnectionError) as error:
+                if getattr(error, "partial", b""):  # the server had begun to answer: an error of the day
                     raise
-                reused[1].close()
-                self.resent += 1
-            except ConnectionError:
                 reused[1].close()
                 self.resent += 1
         return await self._exchange(*await asyncio.open_connection(self.host, self.port), data)

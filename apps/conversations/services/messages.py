@@ -1055,7 +1055,8 @@ def _delivery_load(message_id: int) -> Message | None:
         cached = (message.delivery_channel_digest, Channel.objects.get(pk=message.channel_id))
         _delivery_channels[message.channel_id] = cached
     message.channel = cached[1]
-    message.delivery_recipient = decrypt(message.delivery_recipient) if message.delivery_recipient else None
+    if message.delivery_recipient:  # None: no identity on the channel; "" stays "", as the field reads it
+        message.delivery_recipient = decrypt(message.delivery_recipient)
     return message
 
 
