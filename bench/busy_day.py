@@ -63,7 +63,7 @@ PREFIX = f"parley-bench-busy-{os.getpid()}"
 PAGE_ID = "900000003"
 MARKETING_NUMBER_ID = "900000004"
 CUSTOMERS = 500  # per channel: they write again and again
-CUSTOMER_TEXT = re.compile(r'"where is my order (\d+)"')  # customers' texts, as `customers` writes them
+CUSTOMER_TEXT = re.compile(r"where is my order (\d+)")  # customers' texts, as `customers` writes them
 TARGETS = {"ack_p99_ms": 50, "operator_p99_ms": 250, "reply_p99_ms": 1000}
 
 
@@ -233,7 +233,7 @@ class Day:
     """What happened, in the harness's own clock (perf_counter for latencies, time.time() where
     the simulator's records are compared)."""
 
-    def __init__(self):
+    def __init__(self, operators: int):
         self.ack: list[float] = []
         self.to_operator: list[float] = []
         self.errors: dict[str, int] = defaultdict(int)
@@ -241,6 +241,7 @@ class Day:
         self.replied_at: dict[str, float] = {}  # reply text → time.time() when POSTed
         self.reply_ms: list[float] = []
         self.resent = 0  # requests sent again because a kept-alive connection had closed (bench.inbound.Http)
+        self.frames = Frames(operators)
 
 
 async def operator(index: int, session: str, args, urls: list[str], day: Day, stop: asyncio.Event) -> None:
@@ -262,26 +263,24 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
     async with connect(f"{url.replace('http', 'ws')}/ws/?workspace=busy", additional_headers=headers) as socket:
         await socket.recv()  # hello
         closing = asyncio.create_task(_close_when(stop, socket))
-        # Fifty browsers' worth of sockets share this process: a frame is only parsed when it holds
-        # a customer's message to this operator's conversations (the rest, thousands a second, are
-        # read and let go: parsing them all was 40% of this process, which shares the cores with the
-        # server), and no timer is made per frame (asyncio.wait_for per recv cost more than the
-        # server's send).
+        # Fifty browsers' worth of sockets share this process, and every one of them gets every
+        # frame of the workspace: a frame is parsed once for all of them (day.frames) and only when
+        # it holds a customer's message (the rest, thousands a second, are read and let go: parsing
+        # them all, each operator its own copy, was 40 to 50% of this process, which shares the
+        # cores with the server), and no timer is made per frame (asyncio.wait_for per recv cost
+        # more than the server's send).
         async for raw in socket:
-            if '"message.created"' not in raw or '"direction": "in"' not in raw:
+            if '"message.created"' not in raw:
                 continue
-            if not any(int(number) % args.operators == index for number in CUSTOMER_TEXT.findall(raw)):
-                continue
-            received, frame = time.perf_counter(), json.loads(raw)
-            for event in frame["events"] if frame.get("type") == "events" else [frame]:  # a batch: one frame
-                reply = _seen(event, received, index, args, day)
-                if reply is not None:
+            received = time.perf_counter()
+            for text, conversation_id in day.frames.messages_to(raw, index):
+                if _seen(text, received, index, args, day):
                     # Sent beside the socket, as a browser does: reading on while a reply is on its
                     # way, or the operator's own backlog would count as the server's latency.
                     body = json.dumps({"text": f"reply {index}-{replies}"}).encode()
                     day.replied_at[f"reply {index}-{replies}"] = time.time()
                     replies += 1
-                    sending.add(asyncio.create_task(_reply(reply, body, day, http, csrf, headers)))
+                    sending.add(asyncio.create_task(_reply(conversation_id, body, day, http, csrf, headers)))
                     sending = {task for task in sending if not task.done()}
         if not stop.is_set():  # the server closed this operator's socket before the day ended
             day.errors[f"operator socket closed by the server ({socket.close_code})"] += 1
@@ -293,19 +292,42 @@ async def _operator(index: int, session: str, args, urls: list[str], day: Day, s
     http.close()
 
 
-def _seen(event, received, index, args, day) -> int | None:
-    """Notes when an operator saw a customer's message (`received`: its frame came); the
-    conversation's id when this operator answers it (a share of each operator's own)."""
-    if event.get("type") != "message.created" or event["payload"]["message"]["direction"] != "in":
-        return None
-    text = event["payload"]["message"]["text"]
+def _seen(text: str, received: float, index: int, args, day: Day) -> bool:
+    """Notes when an operator saw a customer's message to one of its conversations (`received`:
+    its frame came); whether this operator answers it (a share of each operator's own)."""
     number = int(text.rsplit(" ", 1)[-1])
-    if number % args.operators != index:  # everyone sees it; the conversation's owner answers
-        return None
     day.to_operator.append((received - day.sent_at.pop(text, received)) * 1000)
-    if (number % 100) >= args.reply_share * 100:
-        return None
-    return event["payload"]["conversation_id"]
+    return (number % 100) < args.reply_share * 100
+
+
+class Frames:
+    """The customers' messages in each frame the sockets were sent, by the operator whose
+    conversation each is (a customer's number modulo the operators), parsed once: every operator
+    of a web process gets the same frame (the server encodes a batch once for all its sockets)."""
+
+    KEPT = 256  # frames: a batch is sent to every socket within a moment
+
+    def __init__(self, operators: int):
+        self.operators = operators
+        self.recent: dict[str, dict[int, list[tuple[str, int]]]] = {}
+
+    def messages_to(self, raw: str, index: int) -> list[tuple[str, int]]:
+        mine = self.recent.get(raw)
+        if mine is None:
+            mine = self.recent[raw] = self._index(json.loads(raw))
+            if len(self.recent) > self.KEPT:
+                del self.recent[next(iter(self.recent))]
+        return mine.get(index, [])
+
+    def _index(self, frame: dict) -> dict[int, list[tuple[str, int]]]:
+        mine = defaultdict(list)
+        for event in frame["events"] if frame.get("type") == "events" else [frame]:  # a batch: one frame
+            if event.get("type") != "message.created" or event["payload"]["message"]["direction"] != "in":
+                continue
+            text = event["payload"]["message"]["text"]
+            if CUSTOMER_TEXT.fullmatch(text):
+                mine[int(text.rsplit(" ", 1)[-1]) % self.operators].append((text, event["payload"]["conversation_id"]))
+        return mine
 
 
 async def _reply(conversation_id: int, body: bytes, day, http, csrf, headers) -> None:
@@ -572,7 +594,7 @@ def run(args, env: dict, database: str, processes: dict, simulator_url: str, log
 
     broadcast = made["broadcast"]
     services.broadcast_start(broadcast=broadcast)
-    day = Day()
+    day = Day(args.operators)
     sampler = Sampler(processes)
     sampler.start()
     sent_before = Recipient.objects.filter(broadcast=broadcast, sent_at__isnull=False).count()

@@ -4,7 +4,7 @@ import gc
 import os
 import sys
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -28,8 +28,20 @@ def _pooled_database_connections() -> None:
         database.setdefault("OPTIONS", {})["pool"] = {"min_size": min(2, size), "max_size": size, "timeout": 10}
 
 
+def _request_threads() -> int:
+    """As many as the pool lends connections to requests: a request past that would only wait
+    for one (docs/architecture.md, "Web processes")."""
+    from django.conf import settings
+
+    return max(4, settings.WEB_DATABASE_CONNECTIONS - settings.WEBHOOK_DATABASE_CONNECTIONS)
+
+
 _pooled_database_connections()
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from apps.core.handlers import ThreadedASGIHandler  # noqa: E402  (needs Django set up first)
+
+django_asgi_app = ThreadedASGIHandler(threads=_request_threads())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -37,6 +37,7 @@ from apps.analytics.filters import report_filters
 from apps.core.api.pagination import CursorPagination
 from apps.core.api.permissions import IsWorkspaceMember
 from apps.core.exceptions import DomainError, PermissionDenied
+from apps.core.handlers import ThreadedRequest
 from apps.workspaces.models import ADMIN_ROLES, INTEGRATION_ROLE
 
 REPORT_ROLES = frozenset({*ADMIN_ROLES, INTEGRATION_ROLE})
@@ -71,11 +72,14 @@ class CyclePagination(CursorPagination):
 
 
 def streamed(request, chunks: Iterator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
-    """Under ASGI (daphne) Django would turn a synchronous iterator into a list before sending a
-    byte (StreamingHttpResponse.__aiter__): the whole export in memory. There it gets an async
-    iterator instead, pulling one chunk at a time on the request's own thread, which holds the
-    database connection and so the server-side cursor."""
-    if isinstance(getattr(request, "_request", request), ASGIRequest):
+    """Under Django's own ASGI handler (the async test client; `django.core.asgi`) Django would
+    turn a synchronous iterator into a list before sending a byte (StreamingHttpResponse.__aiter__):
+    the whole export in memory. There it gets an async iterator instead, pulling one chunk at a
+    time on the request's own thread, which holds the database connection and so the server-side
+    cursor. Daphne serves Parley through apps.core.handlers, which reads a synchronous stream on
+    the request's thread a piece at a time."""
+    served = getattr(request, "_request", request)
+    if isinstance(served, ASGIRequest) and not isinstance(served, ThreadedRequest):
         return _pulled(chunks)
     return chunks
 
