@@ -68,6 +68,9 @@ def database_config(url: str) -> dict:
     }
 
 
+DRIVER_OPTIONS = ("server_side_binding", "prepare_threshold", "pool", "isolation_level", "assume_role")
+
+
 def database_url(config: dict) -> str:
     """The inverse of database_config, used to hand a test database to child processes."""
     from urllib.parse import quote, urlencode
@@ -76,7 +79,9 @@ def database_url(config: dict) -> str:
     if config.get("PASSWORD"):
         auth += ":" + quote(config["PASSWORD"])
     host = config.get("HOST") or ""
-    query = dict(config.get("OPTIONS") or {})
+    # What libpq reads, not Django's and psycopg's own settings (config/settings.py sets those in
+    # every process): pg_dump refuses a parameter it does not know.
+    query = {key: value for key, value in (config.get("OPTIONS") or {}).items() if key not in DRIVER_OPTIONS}
     netloc = f"{auth}@" if auth else ""
     if host.startswith("/"):
         query["host"] = host

@@ -38,3 +38,12 @@ def test_env_bool_refuses_anything_but_true_or_false(monkeypatch):
         env_bool("DEBUG", default=False)
     monkeypatch.setenv("DEBUG", "off")
     assert env_bool("DEBUG", default=True) is False
+
+
+def test_a_database_url_for_child_processes_leaves_out_what_only_django_and_psycopg_read():
+    """pg_dump and psql take the URL too, and refuse a parameter libpq does not know; the child
+    processes' settings set these themselves (config/settings.py)."""
+    config = database_config("postgresql://postgres@127.0.0.1:5432/parley?options=-c%20jit%3Doff")
+    config["OPTIONS"].update(server_side_binding=True, prepare_threshold=5, pool={"max_size": 4})
+
+    assert database_url(config) == "postgresql://postgres@127.0.0.1:5432/parley?options=-c%20jit%3Doff"
