@@ -58,7 +58,7 @@ def database_config(url: str) -> dict:
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     host = options.pop("host", None) or unquote(parts.hostname or "")
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "apps.core.postgresql",  # Django's, knowing server-side binding's limit
         "NAME": unquote(parts.path.lstrip("/")) or "parley",
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),
