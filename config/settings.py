@@ -124,14 +124,15 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 _db_options = DATABASES["default"].setdefault("OPTIONS", {})
 _db_options["options"] = f"{_db_options.get('options', '')} -c jit=off".strip()
 # Parameters travel apart from the statement (server-side binding) and a statement a connection
-# runs again and again is prepared once (psycopg's prepare_threshold): the busy day's worker spent
-# a tenth of its time quoting parameters into SQL text, and PostgreSQL parsed the same few hundred
-# statements 1,800 times a second. Each run is still planned for its own values
-# (plan_cache_mode): a generic plan cannot use a partial index whose condition is a parameter's
-# value (the drainers' `state = 'pending'` queue), and the claim took ten times as long.
+# runs again and again is prepared once (psycopg's prepare_threshold), and after five runs
+# PostgreSQL keeps one plan for it: the busy day's worker spent a tenth of its time quoting
+# parameters into SQL text, and PostgreSQL parsed and planned the same few hundred statements
+# 1,800 times a second. A kept plan is made without the parameters' values, so a condition a
+# partial index depends on is written into the statement, not passed (the drainers' claim).
 _db_options.setdefault("server_side_binding", True)
-_db_options.setdefault("prepare_threshold", 5)
-_db_options["options"] += " -c plan_cache_mode=force_custom_plan"
+# Behind PgBouncer in transaction mode (before 1.21, or without max_prepared_statements), set
+# DATABASE_PREPARE_THRESHOLD=0: a prepared statement lives on one server connection.
+_db_options.setdefault("prepare_threshold", env_int("DATABASE_PREPARE_THRESHOLD", 5) or None)
 WORKER_DATABASE_CONN_MAX_AGE = env_int("WORKER_DATABASE_CONN_MAX_AGE", 600)
 # Threads (each with its own, kept connection) that store providers' webhooks in a web process
 # (apps/connectors/views.webhook_asgi): the most connections webhooks take there, whatever the load.

@@ -221,6 +221,13 @@ class Message(WorkspaceScoped):
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_timeline"),
             models.Index(fields=["state", "created_at"], name="message_by_state"),
+            # A send waits for its conversation's earlier ones still leaving (services.messages.
+            # _earlier_still_leaving): those few rows, not the conversation's whole timeline.
+            models.Index(
+                fields=["conversation", "id"],
+                condition=Q(direction="out", state__in=["queued", "sending"]),
+                name="message_leaving",
+            ),
             # The inbox's search over message text ('simple': customers write in many languages).
             GinIndex(SearchVector("text", config="simple"), name="message_text_search"),
         ]

@@ -704,6 +704,27 @@ def test_progress_is_published_at_most_once_a_second_and_then_again(
     assert len(progress_events(broadcast.workspace_id, last)) == 4
 
 
+def test_a_count_that_takes_long_puts_the_next_off_longer_than_a_second(
+    broadcast, fresh_throttle, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A large audience's count costs PostgreSQL tens of milliseconds: the next waits
+    PROGRESS_DUTY times as long, and the trailing publish is put off until then, not dropped."""
+    monkeypatch.setattr(results, "PROGRESS_DUTY", 1_000_000)  # any count "takes long"
+    sent_later = []
+    monkeypatch.setattr(results, "_progress_later", lambda pk, after_ms=0: sent_later.append(after_ms))
+    last = realtime.last_event_id(broadcast.workspace_id)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert results.broadcast_progress_publish(broadcast=broadcast) is True
+    paused = get_redis().pttl(key("broadcast-progress", broadcast.pk))
+    results.broadcast_progress_flush(broadcast_id=broadcast.pk)
+
+    assert paused > results.PROGRESS_EVERY_MS
+    assert len(progress_events(broadcast.workspace_id, last)) == 1  # the flush counted nothing
+    assert len(sent_later) == 1 and sent_later[0] > results.PROGRESS_EVERY_MS  # it comes back after the pause
+    assert get_redis().exists(key("broadcast-progress-due", broadcast.pk))  # and no other is queued meanwhile
+
+
 def test_statuses_publish_progress_without_a_flood(
     channel, amira, broadcast, fresh_throttle, django_capture_on_commit_callbacks
 ):
