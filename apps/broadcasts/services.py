@@ -63,6 +63,7 @@ from apps.conversations.models import Conversation, DeliveryState, Message
 from apps.conversations.services import INTERRUPTED, MAX_SEND_ATTEMPTS, backoff
 from apps.core.crypto import blind_index, decrypt, encrypt
 from apps.core.exceptions import Conflict, DomainError
+from apps.core.postgresql import planned_for_values
 
 logger = logging.getLogger(__name__)
 
@@ -742,7 +743,8 @@ class Rules:
             .values("contact_id")
             .annotate(sent=Count("id"))
         )
-        return {row["contact_id"]: row["sent"] for row in rows}
+        with planned_for_values():  # `contact IN (the batch)`: see planned_for_values
+            return {row["contact_id"]: row["sent"] for row in rows}
 
     def verdict(self, contact: Contact, stored: list, weekly: int, now: datetime) -> Verdict:
         if contact.merged_into_id:
@@ -1614,6 +1616,11 @@ def conversations_for(channel, connector, contacts: list[Contact], now: datetime
     ({contact id: (conversation id, address on the channel)}, {contact id: why not (a Reason)}).
     A conversation made for a broadcast starts closed: it is no work for agents until the
     customer answers, which reopens it."""
+    with planned_for_values():
+        return _conversations_for(channel, connector, contacts, now)
+
+
+def _conversations_for(channel, connector, contacts: list[Contact], now: datetime) -> tuple[dict, dict]:
     addresses, reasons, new = {}, {}, {}
     known = ContactIdentity.objects.filter(channel=channel, contact__in=contacts).only(
         "contact_id", "external_id", "reachable"

@@ -5,6 +5,7 @@ import pytest
 from django.db import connection
 
 from apps.contacts.models import Contact, Tag
+from apps.core.postgresql import planned_for_values
 from tests.factories import make_workspace
 
 pytestmark = pytest.mark.django_db
@@ -30,3 +31,16 @@ def test_a_bulk_create_past_the_parameter_limit_is_sent_in_batches_that_fit():
 
     assert Contact.objects.filter(workspace=workspace).count() == count
     assert Tag.objects.filter(workspace=workspace).count() == 20_000
+
+
+@pytest.mark.django_db(transaction=True)  # SET LOCAL lasts until the transaction ends: the test's own would hide that
+def test_statements_in_planned_for_values_are_planned_for_their_values_and_only_there():
+    def plan_cache_mode() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW plan_cache_mode")
+            return cursor.fetchone()[0]
+
+    with planned_for_values():
+        inside = plan_cache_mode()
+
+    assert (inside, plan_cache_mode()) == ("force_custom_plan", "auto")
