@@ -92,6 +92,8 @@ class ThreadedASGIHandler(ASGIHandler):
         gone = asyncio.run_coroutine_threadsafe(self._disconnected(receive), loop)
         try:
             self._pieces(response, sent, gone)
+        except Exception:  # its status went out with the first piece: too late for a 500
+            logger.exception("a streamed response broke off")
         finally:
             gone.cancel()
 
