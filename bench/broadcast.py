@@ -201,9 +201,9 @@ def make_contacts(workspace, count: int) -> None:
     tenth = Tag.objects.create(workspace=workspace, name="a-tenth")
     consent = {"whatsapp": {"opted_in": True, "at": "2025-01-01T00:00:00Z"}}
     through = Contact.tags.through
-    for start in range(0, count, 2000):
+    for start in range(0, count, 5000):
         batch = []
-        for n in range(start, min(count, start + 2000)):
+        for n in range(start, min(count, start + 5000)):
             phone = f"+2010{n:08d}"
             batch.append(
                 Contact(

@@ -22,18 +22,19 @@ def _pooled_database_connections() -> None:
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    size = max(1, settings.WEB_DATABASE_CONNECTIONS - settings.WEBHOOK_DATABASE_CONNECTIONS)
+    size = _request_connections()
     serving = "pytest" not in sys.modules and settings.WEB_DATABASE_CONNECTIONS > 0
     if serving and database["CONN_MAX_AGE"] == 0:  # Django refuses a pool with kept connections
         database.setdefault("OPTIONS", {})["pool"] = {"min_size": min(2, size), "max_size": size, "timeout": 10}
 
 
-def _request_threads() -> int:
-    """As many as the pool lends connections to requests: a request past that would only wait
-    for one (docs/architecture.md, "Web processes")."""
+def _request_connections() -> int:
+    """The connections a web process's requests and sockets share: WEB_DATABASE_CONNECTIONS less
+    the webhook threads' own. Its requests run on as many threads (apps/core/handlers.py): a
+    request past that would only wait for a connection."""
     from django.conf import settings
 
-    return max(4, settings.WEB_DATABASE_CONNECTIONS - settings.WEBHOOK_DATABASE_CONNECTIONS)
+    return max(1, settings.WEB_DATABASE_CONNECTIONS - settings.WEBHOOK_DATABASE_CONNECTIONS)
 
 
 _pooled_database_connections()
@@ -41,7 +42,7 @@ django.setup(set_prefix=False)
 
 from apps.core.handlers import ThreadedASGIHandler  # noqa: E402  (needs Django set up first)
 
-django_asgi_app = ThreadedASGIHandler(threads=_request_threads())
+django_asgi_app = ThreadedASGIHandler(threads=_request_connections())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

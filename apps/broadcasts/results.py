@@ -419,7 +419,7 @@ def broadcast_progress_flush(*, broadcast_id: int) -> None:
     client.delete(key("broadcast-progress-due", broadcast_id))
     broadcast = Broadcast.objects.filter(pk=broadcast_id).first()
     if broadcast is not None:
-        get_redis().set(key("broadcast-progress", broadcast_id), "1", px=PROGRESS_EVERY_MS)
+        client.set(key("broadcast-progress", broadcast_id), "1", px=PROGRESS_EVERY_MS)
         _progress_send(broadcast)
 
 

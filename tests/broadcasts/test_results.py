@@ -710,8 +710,6 @@ def test_a_count_that_takes_long_puts_the_next_off_longer_than_a_second(
     """A large audience's count costs PostgreSQL tens of milliseconds: the next waits
     PROGRESS_DUTY times as long, and the trailing publish is put off until then, not dropped."""
     monkeypatch.setattr(results, "PROGRESS_DUTY", 1_000_000)  # any count "takes long"
-    sent_later = []
-    monkeypatch.setattr(results, "_progress_later", lambda pk, after_ms=0: sent_later.append(after_ms))
     last = realtime.last_event_id(broadcast.workspace_id)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -721,8 +719,8 @@ def test_a_count_that_takes_long_puts_the_next_off_longer_than_a_second(
 
     assert paused > results.PROGRESS_EVERY_MS
     assert len(progress_events(broadcast.workspace_id, last)) == 1  # the flush counted nothing
-    assert len(sent_later) == 1 and sent_later[0] > results.PROGRESS_EVERY_MS  # it comes back after the pause
-    assert get_redis().exists(key("broadcast-progress-due", broadcast.pk))  # and no other is queued meanwhile
+    # It is queued again for after the pause, and no other trailing publish is queued meanwhile.
+    assert get_redis().pttl(key("broadcast-progress-due", broadcast.pk)) > 3 * results.PROGRESS_EVERY_MS
 
 
 def test_statuses_publish_progress_without_a_flood(
